@@ -1,0 +1,3 @@
+from lensjobs.cli import main
+
+main()

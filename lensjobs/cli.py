@@ -1,0 +1,135 @@
+"""The ``lensjobs`` command line."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lensjobs.catalog import BANDS, CatalogError, open_catalog
+
+app = typer.Typer(
+    help="Strong-lens candidate catalogues to lens models at HTCondor scale.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+EXIT_BAD_INPUT = 2
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and the bad-input exit code: never a traceback."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Progress]:
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=err, transient=True) as progress:
+        progress.add_task(description, total=total)
+        yield progress
+
+
+def _advance(progress: Progress):
+    task = progress.task_ids[0]
+    return lambda n: progress.advance(task, n)
+
+
+@app.command()
+def validate(
+    file: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    max_problems: Annotated[int, typer.Option(help="Problem lines to list at most.")] = 20,
+) -> None:
+    """Check a candidate catalogue and summarise it on one screen."""
+    try:
+        catalog = open_catalog(file)
+    except CatalogError as error:
+        fail(str(error))
+    with catalog, progress_bar("scanning cutouts", catalog.n) as progress:
+        problems = catalog.scan(progress=_advance(progress))
+
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    usable = catalog.n - len(problems)
+    summary.add_row("file", f"{file} ({file.stat().st_size / 1e6:.1f} MB)")
+    summary.add_row("candidates", f"{catalog.n} ({usable} usable, {len(problems)} skipped)")
+    bands = ",".join(catalog.file_bands)
+    summary.add_row(
+        "cutouts",
+        f"{catalog.image_hdu}: {catalog.n} x {len(catalog.file_bands)} bands ({bands}) x "
+        f"{catalog.num_pix}x{catalog.num_pix} px; using {','.join(BANDS)}",
+    )
+    summary.add_row("pixel scale", f"{catalog.pixscale:g} arcsec/px")
+    summary.add_row("zero point", f"{catalog.magzero:g}")
+    summary.add_row("PSF FWHM", catalog.fwhm_source)
+    summary.add_row("IDs", f"{catalog.id_column} in {catalog.table_hdu}")
+    other = [c for c in catalog.table.colnames if c != catalog.id_column]
+    summary.add_row(
+        "columns",
+        f"{len(other)} carried through: {', '.join(other[:8])}"
+        + (", ..." if len(other) > 8 else ""),
+    )
+    if catalog.defaults:
+        summary.add_row("defaults", "; ".join(catalog.defaults) + " (keyword absent)")
+    out.print(summary, highlight=False)
+
+    if problems:
+        out.print(f"[yellow]{len(problems)} candidate(s) skipped:[/]")
+        for problem in problems[:max_problems]:
+            out.print(f"  row {problem.row}  {problem.id}  {problem.reason}", highlight=False)
+        if len(problems) > max_problems:
+            out.print(f"  ... and {len(problems) - max_problems} more")
+    if usable == 0:
+        fail(f"{file}: none of the {catalog.n} cutouts is usable; check the IMAGES data")
+    out.print(f"[green]ok:[/] {usable} candidate(s) ready", highlight=False)
+
+
+@app.command()
+def simulate(
+    out_file: Annotated[Path, typer.Option("--out", help="Catalogue to write (FITS).")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of systems.")] = 100,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed.")] = 0,
+    nonlens_frac: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Fraction of non-lenses (no source).")
+    ] = 0.1,
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: one per core).")] = 0,
+) -> None:
+    """Simulate DES-like lens systems with truth and segmentation labels."""
+    from lensjobs.simulate import SimulationSettings, simulate_catalog
+
+    settings = SimulationSettings(nonlens_frac=nonlens_frac)
+    try:
+        with progress_bar("simulating", n) as progress:
+            simulate_catalog(out_file, n, seed, settings, workers or None, _advance(progress))
+    except OSError as error:
+        fail(f"{out_file}: cannot write ({error.strerror or error}); choose a writable path")
+    out.print(f"wrote {n} systems (seed {seed}) to {out_file}", highlight=False)
+
+
+def main() -> None:
+    app()
