@@ -88,7 +88,7 @@ class CandidateCatalog:
         """Read every cutout once and list the candidates that cannot be used."""
         problems = []
         for start, block in self.iter_cutouts(chunk):
-            for offset, reason in _cutout_problems(block):
+            for offset, reason in cutout_problems(block):
                 row = start + offset
                 problems.append(CandidateProblem(row, self.ids[row], reason))
             if progress:
@@ -105,7 +105,7 @@ class CandidateCatalog:
         self.close()
 
 
-def _cutout_problems(block: np.ndarray) -> Iterator[tuple[int, str]]:
+def cutout_problems(block: np.ndarray) -> Iterator[tuple[int, str]]:
     finite = np.isfinite(block)
     n_bad = (~finite).sum(axis=(1, 2, 3))
     zero_band = ~np.any(np.where(finite, block, 0.0) != 0, axis=(2, 3))

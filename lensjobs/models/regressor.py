@@ -1,0 +1,56 @@
+"""The regressor: a timm EfficientNet predicting lens parameters with uncertainties.
+
+Outputs per candidate: theta_E, centre x and y (lenstronomy frame of the cutout, arcsec),
+e1, e2, each as a Gaussian mean and log-variance, trained with the Gaussian negative
+log-likelihood. Besides g, r, i the network sees two coordinate channels (x and y of each
+pixel), so that a pooled CNN can report positions.
+"""
+
+from __future__ import annotations
+
+import timm
+import torch
+
+from lensjobs.models.inputs import coordinate_channels, pad
+from lensjobs.models.store import ModelCard
+
+TARGETS = ["theta_E", "center_x", "center_y", "e1", "e2"]
+TRUTH_COLUMNS = ["THETA_E", "CENTER_X", "CENTER_Y", "E1", "E2"]
+DEFAULT_ARCHITECTURE = {"model_name": "efficientnet_b0", "drop_rate": 0.1}
+STRIDE = 16  # 45 -> 48; any multiple of the stem stride works with global pooling
+LOG_VAR_RANGE = (-12.0, 6.0)
+
+
+def build(card: ModelCard) -> torch.nn.Module:
+    return timm.create_model(
+        pretrained=False,
+        in_chans=len(card.bands) + 2,
+        num_classes=2 * len(card.targets),
+        **card.kwargs,
+    )
+
+
+def inputs(x: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    coords = coordinate_channels(
+        x.shape[0], card.num_pix, card.stride, card.pixscale, card.coordinate_scale
+    ).to(x.device, x.dtype)
+    return torch.cat([pad(x, card.stride), coords], dim=1)
+
+
+def raw_outputs(
+    model: torch.nn.Module, x: torch.Tensor, card: ModelCard
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised means and log-variances ``(N, T)`` each."""
+    out = model(inputs(x, card)).float()
+    mean, log_var = out.chunk(2, dim=1)
+    return mean, log_var.clamp(*LOG_VAR_RANGE)
+
+
+def predict(
+    model: torch.nn.Module, x: torch.Tensor, card: ModelCard
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means and standard deviations ``(N, T)`` in physical units (arcsec for angles)."""
+    mean, log_var = raw_outputs(model, x, card)
+    centre = torch.tensor(card.target_mean, device=mean.device)
+    scale = torch.tensor(card.target_scale, device=mean.device)
+    return mean * scale + centre, torch.exp(0.5 * log_var) * scale

@@ -1,0 +1,180 @@
+"""The networks on tiny architectures trained for one epoch, and the infer node."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from astropy.table import Table
+from conftest import run_cli
+from lenstronomy.LightModel.light_model import LightModel
+
+from lensjobs.catalog import write_catalog
+from lensjobs.frame import pixel_grid, pixel_to_angle
+from lensjobs.models import regressor, segmenter
+from lensjobs.models.inputs import coordinate_channels, normalise
+from lensjobs.models.store import load_model
+from lensjobs.train import TrainSettings, dihedral, dihedral_targets, train
+
+TINY = {
+    "segmenter": {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 8]},
+    "regressor": {"model_name": "test_efficientnet"},
+}
+
+
+def train_tiny(kind: str, data: Path, out: Path, seed: int = 0):
+    settings = TrainSettings(epochs=1, batch_size=8, seed=seed, architecture=TINY[kind])
+    return train(kind, data, data, out, settings)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(sim_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("weights")
+    train_tiny("segmenter", sim_file, out)
+    train_tiny("regressor", sim_file, out)
+    return out
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_training_writes_safetensors_and_a_model_card(
+    tiny_weights: Path, sim_file: Path, tmp_path: Path
+) -> None:
+    for kind in ("segmenter", "regressor"):
+        _model, card = load_model(
+            kind, segmenter.build if kind == "segmenter" else regressor.build, tiny_weights
+        )
+        assert card.kind == kind
+        assert card.training["n_systems"] == 24
+        assert card.training["seed"] == 0
+        assert card.normalisation.startswith("per band: asinh")
+        assert card.weights_sha256 == sha256(tiny_weights / f"{kind}.safetensors")
+    seg_card = load_model("segmenter", segmenter.build, tiny_weights)[1]
+    assert 0 <= seg_card.metrics["mean_iou"] <= 1
+    assert len(seg_card.metrics["iou_per_class"]) == 4
+    reg_card = load_model("regressor", regressor.build, tiny_weights)[1]
+    assert reg_card.targets == ["theta_E", "center_x", "center_y", "e1", "e2"]
+    assert set(reg_card.metrics["within_1sigma"]) == set(reg_card.targets)
+    # Deterministic for a seed.
+    train_tiny("regressor", sim_file, tmp_path)
+    assert sha256(tmp_path / "regressor.safetensors") == reg_card.weights_sha256
+
+
+def test_shapes_and_uncertainties(tiny_weights: Path, sim_file: Path) -> None:
+    with fits.open(sim_file) as hdul:
+        x = normalise(np.asarray(hdul["IMAGES"].data[:5], dtype=np.float32))
+    seg, seg_card = load_model("segmenter", segmenter.build, tiny_weights)
+    reg, reg_card = load_model("regressor", regressor.build, tiny_weights)
+    with torch.inference_mode():
+        assert segmenter.logits(seg, x, seg_card).shape == (5, 4, 45, 45)
+        mean, sigma = regressor.predict(reg, x, reg_card)
+    assert mean.shape == sigma.shape == (5, 5)
+    assert torch.all(sigma > 0)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_targets_follow_the_image(k: int) -> None:
+    """Render an elliptical galaxy, move the image, and compare with moved parameters."""
+    grid = pixel_grid(45, 0.2637)
+    col, row = np.meshgrid(np.arange(45), np.arange(45))
+    x, y = pixel_to_angle(col, row, 45, 0.2637)
+    assert grid["ra_at_xy_0"] == pytest.approx(x[0, 0])
+    light = LightModel(["SERSIC_ELLIPSE"])
+
+    def render(p: torch.Tensor) -> torch.Tensor:
+        kwargs = {
+            "amp": 1.0,
+            "R_sersic": 1.0,
+            "n_sersic": 1.5,
+            "center_x": float(p[1]),
+            "center_y": float(p[2]),
+            "e1": float(p[3]),
+            "e2": float(p[4]),
+        }
+        return torch.from_numpy(light.surface_brightness(x, y, [kwargs]))
+
+    params = torch.tensor([1.0, 0.7, -0.4, 0.25, 0.12], dtype=torch.float64)
+    moved = dihedral(render(params), k)
+    expected = render(dihedral_targets(params, k))
+    assert torch.allclose(moved, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_coordinate_channels_are_the_frame() -> None:
+    grid = coordinate_channels(1, 45, 16, 0.2637, 1.0)[0]
+    assert grid.shape == (2, 48, 48)
+    # Padding is (1, 2): padded pixel (row 1 + 10, col 1 + 30) is cutout pixel (10, 30).
+    x, y = pixel_to_angle(30, 10, 45, 0.2637)
+    assert float(grid[0, 11, 31]) == pytest.approx(x, abs=1e-6)
+    assert float(grid[1, 11, 31]) == pytest.approx(y, abs=1e-6)
+
+
+def test_node_infer_writes_priors(tiny_weights: Path, sim_file: Path, tmp_path: Path) -> None:
+    with fits.open(sim_file) as hdul:
+        images = np.asarray(hdul["IMAGES"].data[:10], dtype=np.float32)
+        table = hdul["CATALOG"].data[:10]
+        truth = hdul["TRUTH"].data[:10]
+    images[3, 0, 5, 5] = np.nan
+    candidates = write_catalog(tmp_path / "c.fits", images, Table(table))
+    result = run_cli(
+        "node",
+        "infer",
+        candidates,
+        "--out",
+        tmp_path / "infer",
+        "--weights",
+        tiny_weights,
+        "--batch-size",
+        "4",
+    )
+    assert result.returncode == 0, result.stderr
+    with fits.open(tmp_path / "infer" / "priors.fits") as hdul:
+        priors = hdul["PRIORS"].data
+        probs = hdul["PROBS"].data
+    assert list(priors["COADD_OBJECT_ID"]) == list(table["COADD_OBJECT_ID"])
+    assert probs.shape == (10, 4, 45, 45)
+    assert not priors["USABLE"][3] and priors["PROBLEM"][3] == "1 NaN/Inf pixels"
+    assert np.isnan(priors["THETA_E"][3])
+    good = priors["USABLE"]
+    assert good.sum() == 9
+    np.testing.assert_allclose(probs[good].sum(axis=1), 1.0, atol=2e-3)
+    assert np.all(priors["THETA_E_ERR"][good] > 0)
+    for band in "GRI":
+        ratio = priors[f"BKG_RMS_{band}"][good] / truth[f"NOISE_{band}"][good]
+        assert np.all((ratio > 0.5) & (ratio < 2.0))  # untrained: plumbing only
+    np.testing.assert_allclose(priors["FWHM_R"], table["FWHM_WMEAN_R"], rtol=1e-6)
+
+
+def _expect_rejected(weights: Path, tmp_path: Path, sim_file: Path, message: str) -> None:
+    result = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer", "--weights", weights)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+    assert not (tmp_path / "infer").exists()
+
+
+def test_corrupt_or_mismatched_weights_are_rejected(
+    tiny_weights: Path, tmp_path: Path, sim_file: Path
+) -> None:
+    weights = tmp_path / "w"
+    shutil.copytree(tiny_weights, weights)
+    target = weights / "segmenter.safetensors"
+    target.write_bytes(target.read_bytes()[:1000])
+    _expect_rejected(weights, tmp_path, sim_file, "segmenter.safetensors: checksum differs")
+
+    card = weights / "segmenter.json"
+    text = card.read_text()
+    old = load_model("segmenter", segmenter.build, tiny_weights)[1].weights_sha256
+    card.write_text(text.replace(old, sha256(target)))
+    _expect_rejected(weights, tmp_path, sim_file, "not a readable safetensors file")
+
+    shutil.copy(tiny_weights / "regressor.safetensors", target)
+    card.write_text(text.replace(old, sha256(target)))
+    _expect_rejected(weights, tmp_path, sim_file, "weights do not fit the architecture")
