@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test install lint clean
+.PHONY: demo test install lint weights clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,13 @@ demo: $(STAMP)
 	$(BIN)/lensjobs simulate --n 8 --seed 1 --out $(DEMO)/candidates.fits
 	$(BIN)/lensjobs validate $(DEMO)/candidates.fits
 
+# Re-make the released weights (lensjobs/models/released): ~1 h on 2 CPU cores.
+weights: $(STAMP)
+	$(BIN)/lensjobs simulate --n 24000 --seed 1 --out data/train_seed1.fits
+	$(BIN)/lensjobs simulate --n 2000 --seed 2 --out data/test_seed2.fits
+	$(BIN)/lensjobs train segmenter data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
+	$(BIN)/lensjobs train regressor data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 20
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -27,4 +34,4 @@ test: lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data .pytest_cache .ruff_cache

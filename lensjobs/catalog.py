@@ -22,6 +22,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
+from lensjobs.files import atomic_write
+
 BANDS = ("g", "r", "i")
 POSITIONAL_BANDS = ("g", "r", "i", "z", "y")  # band order assumed without a BANDS keyword
 DEFAULT_PIXSCALE = 0.2637  # arcsec/pixel, DES
@@ -117,6 +119,16 @@ def cutout_problems(block: np.ndarray) -> Iterator[tuple[int, str]]:
         else:
             names = ",".join(b for b, z in zip(BANDS, zero_band[k], strict=True) if z)
             yield int(k), f"band {names} all zero"
+
+
+def row_dict(row: Table.Row) -> dict[str, object]:
+    """A table row as plain Python values; masked (e.g. NaN-read-as-masked) floats as NaN."""
+    values = {}
+    for name, value in zip(row.colnames, row, strict=True):
+        if value is np.ma.masked:
+            value = np.nan if row.table[name].dtype.kind == "f" else None
+        values[name] = value.item() if hasattr(value, "item") else value
+    return values
 
 
 def open_catalog(path: str | os.PathLike[str]) -> CandidateCatalog:
@@ -373,11 +385,5 @@ def write_catalog(
     cube.header["PIXSCALE"] = (pixscale, "arcsec/pixel")
     cube.header["MAGZERO"] = (magzero, "magnitude zero point of the pixel values")
     table_hdu = fits.BinTableHDU(table, name="CATALOG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        fits.HDUList([primary, cube, table_hdu, *extra_hdus]).writeto(tmp, overwrite=True)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    hdus = fits.HDUList([primary, cube, table_hdu, *extra_hdus])
+    return atomic_write(path, lambda tmp: hdus.writeto(tmp, overwrite=True))

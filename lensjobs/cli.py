@@ -172,7 +172,9 @@ def _train(
             def report(text: str, fraction: float) -> None:
                 progress.update(task, completed=int(1000 * fraction), description=text)
 
-            card = train(kind, data, test, out_dir or RELEASED, settings, report)
+            card = train(
+                kind, data, test, out_dir or RELEASED, settings, report, progress.console.log
+            )
     except TrainingDataError as error:
         fail(str(error))
     out.print(
@@ -244,6 +246,66 @@ def node_infer(
     except (CatalogError, WeightsError) as error:
         fail(str(error))
     out.print(f"wrote {path} ({n} candidates, {networks.device.type})", highlight=False)
+
+
+@node_app.command("split")
+def node_split(
+    candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    priors: Annotated[Path, typer.Argument(help="priors.fits from 'lensjobs node infer'.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for <ID>/input.fits.")],
+) -> None:
+    """Write one fit input per candidate (the infer node's POST script)."""
+    from lensjobs.split import split_priors
+
+    try:
+        with open_catalog(candidates) as catalog:
+            n = catalog.n
+        with progress_bar("splitting", n) as progress:
+            ids = split_priors(candidates, priors, out_dir, _advance(progress))
+    except (CatalogError, OSError, KeyError, ValueError) as error:
+        fail(str(error).splitlines()[0] if str(error) else f"{priors}: unreadable priors file")
+    out.print(f"wrote {len(ids)} fit inputs under {out_dir}", highlight=False)
+
+
+@node_app.command("fit")
+def node_fit(
+    input_file: Annotated[Path, typer.Argument(help="A fit input from 'lensjobs node split'.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the fit's outputs.")],
+    preset: Annotated[
+        str, typer.Option(help="standard, seed (the notebooks') or quick.")
+    ] = "standard",
+    checkpoint_every: Annotated[
+        float | None,
+        typer.Option(
+            min=1, help="Save state and exit 85 after this many seconds; resume on restart."
+        ),
+    ] = None,
+) -> None:
+    """Fit one candidate with lenstronomy (PSO + MCMC), single-threaded."""
+    import json
+
+    from threadpoolctl import threadpool_limits
+
+    from lensjobs.fit.node import EXIT_CHECKPOINT, FitInputError, run_fit
+    from lensjobs.fit.presets import PRESETS
+
+    if preset not in PRESETS:
+        fail(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
+    try:
+        with threadpool_limits(limits=1):
+            code = run_fit(input_file, out_dir, preset, checkpoint_every)
+    except FitInputError as error:
+        fail(str(error))
+    if code == EXIT_CHECKPOINT:
+        out.print(f"checkpoint saved in {out_dir}; run again to resume (exit {code})")
+    else:
+        params = json.loads((out_dir / "params.json").read_text())
+        theta = params.get("parameters", {}).get("theta_E_lens0", {}).get("median")
+        line = f"{params['id']}: {params['flag']}"
+        line += f", theta_E = {theta:.3f} arcsec" if theta is not None else ""
+        line += f" ({params['reason']})" if params["reason"] else ""
+        (out if code == 0 else err).print(line, highlight=False)
+    raise typer.Exit(code)
 
 
 def main() -> None:

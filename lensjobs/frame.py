@@ -13,7 +13,7 @@ from lenstronomy.Util import util
 
 
 def pixel_grid(num_pix: int, pixscale: float) -> dict[str, object]:
-    """lenstronomy ``PixelGrid``/``ImageData`` keyword arguments for a cutout."""
+    """lenstronomy ``ImageData`` keyword arguments placing a cutout in the frame."""
     _, _, ra0, dec0, _, _, pix2angle, _ = util.make_grid_with_coordtransform(
         num_pix=num_pix,
         delta_pix=pixscale,
@@ -23,8 +23,6 @@ def pixel_grid(num_pix: int, pixscale: float) -> dict[str, object]:
         inverse=False,
     )
     return {
-        "nx": num_pix,
-        "ny": num_pix,
         "ra_at_xy_0": ra0,
         "dec_at_xy_0": dec0,
         "transform_pix2angle": pix2angle,

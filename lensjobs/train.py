@@ -269,10 +269,12 @@ def train(
     out_dir: Path,
     settings: TrainSettings,
     report: Callable[[str, float], None] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> ModelCard:
     """Train one network and write its weights and model card to ``out_dir``.
 
-    ``report(text, fraction_done)`` is called after every batch.
+    ``report(text, fraction_done)`` is called after every batch, ``log(line)`` after every
+    epoch.
     """
     started = time.time()
     torch.manual_seed(settings.seed)
@@ -328,6 +330,11 @@ def train(
         model.eval()
         metrics = task.evaluate(model, card, data, val_rows)
         history.append({"epoch": epoch, "train_loss": total / seen, "val_score": metrics["score"]})
+        if log:
+            log(
+                f"epoch {epoch}: train loss {total / seen:.4f}, val score {metrics['score']:.4f}, "
+                f"{(time.time() - started) / 60:.1f} min"
+            )
         if metrics["score"] > best["score"]:
             best, stale = metrics, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}

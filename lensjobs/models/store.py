@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +16,8 @@ import torch
 from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from lensjobs.files import atomic_write
 
 RELEASED = Path(__file__).parent / "released"
 Kind = Literal["segmenter", "regressor"]
@@ -50,25 +51,15 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        write(tmp)
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_model(model: torch.nn.Module, card: ModelCard, directory: Path) -> Path:
     """Write ``<kind>.safetensors`` and ``<kind>.json`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     weights = directory / f"{card.kind}.safetensors"
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"kind": card.kind}))
+    atomic_write(weights, lambda tmp: save_file(state, str(tmp), metadata={"kind": card.kind}))
     card = card.model_copy(update={"weights_sha256": _sha256(weights)})
     text = json.dumps(card.model_dump(), indent=2) + "\n"
-    _atomic_write(directory / f"{card.kind}.json", lambda tmp: tmp.write_text(text))
+    atomic_write(directory / f"{card.kind}.json", lambda tmp: tmp.write_text(text))
     return weights
 
 

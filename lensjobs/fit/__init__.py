@@ -1,0 +1,1 @@
+"""The fit node: one candidate, lenstronomy PSO + MCMC."""

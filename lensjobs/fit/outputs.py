@@ -1,0 +1,136 @@
+"""What a fit leaves behind: params.json, the notebooks' text summary, three PNGs,
+chain.npz and a tarball of them all. Every file is written atomically."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import corner
+import matplotlib.pyplot as plt
+import numpy as np
+
+from lensjobs.catalog import BANDS
+from lensjobs.files import atomic_write
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    text = json.dumps(data, indent=2, allow_nan=True) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _save_figure(fig: plt.Figure, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        fig.savefig(tmp, dpi=90, format="png")
+
+    atomic_write(path, write)
+    plt.close(fig)
+    return path
+
+
+def model_png(
+    path: Path,
+    cid: str,
+    observed: np.ndarray,
+    model: np.ndarray,
+    residuals: np.ndarray,
+    reduced_chi2: dict[str, float],
+) -> Path:
+    """3x3: rows g, r, i; columns observed, reconstructed, normalised residuals (-6..6)."""
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9))
+    for k, band in enumerate(BANDS):
+        lo, hi = np.percentile(observed[k], [1, 99.7])
+        for j, (image, title) in enumerate(((observed[k], "observed"), (model[k], "model"))):
+            ax = axes[k, j]
+            ax.imshow(image, origin="lower", cmap="gray", vmin=lo, vmax=hi)
+            ax.set_title(f"{band} {title}", fontsize=9)
+        ax = axes[k, 2]
+        shown = ax.imshow(residuals[k], origin="lower", cmap="bwr", vmin=-6, vmax=6)
+        ax.set_title(f"{band} normalised residuals, χ²ν = {reduced_chi2[band]:.2f}", fontsize=9)
+        fig.colorbar(shown, ax=ax, fraction=0.046)
+        for ax in axes[k]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(cid)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def corner_png(path: Path, samples: np.ndarray, names: list[str]) -> Path:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # corner warns on the root logger when a chain is short
+    try:
+        fig = corner.corner(
+            samples, labels=names, quantiles=[0.16, 0.5, 0.84], label_kwargs={"fontsize": 7}
+        )
+    finally:
+        root.setLevel(level)
+    return _save_figure(fig, path)
+
+
+def trace_png(path: Path, chain: np.ndarray, names: list[str], burn_in: int) -> Path:
+    """Median and 16-84 % band over the walkers, per parameter per step."""
+    ndim = chain.shape[-1]
+    cols = 3
+    rows = -(-ndim // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 1.8 * rows), sharex=True, squeeze=False)
+    steps = np.arange(len(chain))
+    for d, ax in enumerate(axes.flat):
+        if d >= ndim:
+            ax.set_visible(False)
+            continue
+        lo, mid, hi = np.percentile(chain[:, :, d], [16, 50, 84], axis=1)
+        ax.fill_between(steps, lo, hi, alpha=0.3)
+        ax.plot(steps, mid, lw=1)
+        ax.axvline(burn_in, color="k", ls=":", lw=0.8)
+        ax.set_ylabel(names[d], fontsize=7)
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def text_summary(path: Path, params: dict[str, Any]) -> Path:
+    """The notebooks' ``<ID>.txt``: medians with errors, sampler sizes, fit statistics."""
+    lines = [f"ID: {params['id']}", ""]
+    for name, p in params["parameters"].items():
+        lines.append(
+            f"{name}: {p['median']:.5f} +{p['p84'] - p['median']:.5f} "
+            f"-{p['median'] - p['p16']:.5f} (best fit {p['best']:.5f})"
+        )
+    chi2 = params["reduced_chi2"]
+    lines += [
+        "",
+        f"steps: {params['steps']}, walkers: {params['walkers']}, "
+        f"parameters: {len(params['parameters'])}",
+        f"log-likelihood: {params['log_likelihood']:.3f}",
+        f"effective data points: {params['effective_data_points']}",
+        "reduced chi^2: " + ", ".join(f"{k} {v:.3f}" for k, v in chi2.items()),
+        f"flag: {params['flag']}" + (f" ({params['reason']})" if params["reason"] else ""),
+        "warnings: " + ("; ".join(params["warnings"]) or "none"),
+    ]
+    return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
+
+
+def tarball(path: Path, files: list[Path]) -> Path:
+    def write(tmp: Path) -> None:
+        with tarfile.open(tmp, "w:gz") as tar:
+            for f in files:
+                tar.add(f, arcname=f"{path.name.removesuffix('.tar.gz')}/{f.name}")
+
+    return atomic_write(path, write)
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        tmp.write_bytes(buffer.getvalue())
+
+    return atomic_write(path, write)

@@ -1,0 +1,235 @@
+"""The fit node with the quick preset on simulated lenses (priors from the truth, so these
+tests do not depend on the networks)."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from lensjobs.fit.model import Candidate
+from lensjobs.fit.node import (
+    EXIT_BAD_INPUT,
+    EXIT_CHECKPOINT,
+    EXIT_DONE,
+    Problem,
+    read_candidate,
+    run_fit,
+    write_candidate,
+)
+from lensjobs.fit.presets import PRESETS
+from lensjobs.simulate import SimulationSettings, simulate_system
+
+
+def simulated_input(
+    tmp: Path,
+    seed: int,
+    settings: SimulationSettings,
+    *,
+    prior_centre=None,
+    centre_sigma: float = 0.05,
+    **prior_updates: object,
+) -> tuple[Path, dict]:
+    """A fit input for a simulated lens, priors near the truth (the regressor's job)."""
+    system = simulate_system(np.random.SeedSequence(seed), settings)
+    t = system.truth
+    cx, cy = prior_centre if prior_centre is not None else (t["CENTER_X"], t["CENTER_Y"])
+    prior = {
+        "THETA_E": t["THETA_E"] * 1.05,
+        "THETA_E_ERR": 0.1,
+        "CENTER_X": cx,
+        "CENTER_X_ERR": centre_sigma,
+        "CENTER_Y": cy,
+        "CENTER_Y_ERR": centre_sigma,
+        "E1": t["E1"],
+        "E1_ERR": 0.1,
+        "E2": t["E2"],
+        "E2_ERR": 0.1,
+        **{f"BKG_RMS_{b}": t[f"NOISE_{b}"] for b in "GRI"},
+        **{f"FWHM_{b}": t[f"FWHM_{b}"] for b in "GRI"},
+        "NO_ARCS": False,
+        "USABLE": True,
+        "PROBLEM": "",
+    }
+    prior.update(prior_updates)
+    candidate = Candidate(
+        id=f"sim{seed}",
+        cutout=system.images,
+        fwhm=np.array([t["FWHM_G"], t["FWHM_R"], t["FWHM_I"]]),
+        pixscale=settings.pixscale,
+        magzero=settings.magzero,
+        prior=prior,
+        classes=system.labels,
+    )
+    return write_candidate(tmp / f"sim{seed}" / "input.fits", candidate), t
+
+
+LENSES = SimulationSettings(nonlens_frac=0.0, theta_e=(1.0, 2.2), shear_frac=0.0)
+
+
+@pytest.fixture(scope="module")
+def quick_fit(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    tmp = tmp_path_factory.mktemp("fit")
+    path, truth = simulated_input(tmp, 1, LENSES)
+    assert run_fit(path, tmp / "out", "quick") == EXIT_DONE
+    return tmp / "out", truth
+
+
+def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
+    out, _ = quick_fit
+    params = json.loads((out / "params.json").read_text())
+    assert params["id"] == "sim1" and params["preset"] == "quick"
+    assert params["flag"] in {"OK", "NOT_CONVERGED", "POOR_FIT"}
+    assert len(params["parameters"]) == 15
+    theta = params["parameters"]["theta_E_lens0"]
+    assert theta["p16"] <= theta["median"] <= theta["p84"]
+    assert set(params["reduced_chi2"]) == {"g", "r", "i", "joint"}
+    assert 0.5 < params["reduced_chi2"]["joint"] < 2.0
+    assert params["cpu_seconds"] > 0 and params["likelihood_evaluations"] > 900
+    assert params["versions"]["lenstronomy"].startswith("1.14")
+    text = (out / "sim1.txt").read_text()
+    assert "theta_E_lens0:" in text and "reduced chi^2:" in text
+    for png in ("sim1_model.png", "sim1_corner.png", "sim1_trace.png"):
+        assert matplotlib.image.imread(out / png).ndim == 3
+    with np.load(out / "chain.npz") as chain:
+        assert chain["chain"].shape[1:] == (30, 15)
+        assert chain["chain"].shape[0] == params["steps"] + 1
+    with tarfile.open(out / "sim1.tar.gz") as tar:
+        names = {Path(n).name for n in tar.getnames()}
+    assert names == {
+        "params.json",
+        "sim1.txt",
+        "sim1_model.png",
+        "sim1_corner.png",
+        "sim1_trace.png",
+        "chain.npz",
+    }
+    assert not list(out.glob(".*tmp*")) and not (out / "checkpoint.npz").exists()
+
+
+def test_quick_preset_recovers_theta_e(quick_fit: tuple[Path, dict], tmp_path: Path) -> None:
+    fits = [quick_fit]
+    for seed in (2, 3):
+        path, truth = simulated_input(tmp_path, seed, LENSES)
+        assert run_fit(path, tmp_path / f"out{seed}", "quick") == EXIT_DONE
+        fits.append((tmp_path / f"out{seed}", truth))
+    for out, truth in fits:
+        params = json.loads((out / "params.json").read_text())
+        theta = params["parameters"]["theta_E_lens0"]["median"]
+        assert abs(theta - truth["THETA_E"]) / truth["THETA_E"] < 0.10, (theta, truth["THETA_E"])
+
+
+def test_off_centre_lens_is_fitted_at_its_x_and_y(tmp_path: Path) -> None:
+    """Frame: the data sit where lenstronomy models them; a swapped or mirrored frame would
+    put the likelihood's peak elsewhere."""
+    off = LENSES.model_copy(update={"centre_max": 1.0})
+    seed = next(
+        s
+        for s in range(20, 60)
+        if abs(np.subtract(*_centre(s, off))) > 0.6 and min(np.abs(_centre(s, off))) > 0.2
+    )
+    cx, cy = _centre(seed, off)
+    path, _ = simulated_input(
+        tmp_path, seed, off, prior_centre=(cx + 0.1, cy - 0.1), centre_sigma=0.1
+    )
+    assert run_fit(path, tmp_path / "out", "quick") == EXIT_DONE
+    fitted = json.loads((tmp_path / "out" / "params.json").read_text())["parameters"]
+    # The quick preset is rough; a swapped (> 0.6") or mirrored (> 0.4") frame is far worse.
+    assert fitted["center_x_lens_light0"]["median"] == pytest.approx(cx, abs=0.15)
+    assert fitted["center_y_lens_light0"]["median"] == pytest.approx(cy, abs=0.15)
+
+    problem = Problem(read_candidate(path), PRESETS["quick"])
+    best = np.array([fitted[n]["best"] for n in problem.names])
+    ix, iy = (
+        problem.names.index("center_x_lens_light0"),
+        problem.names.index("center_y_lens_light0"),
+    )
+    for x, y in ((cy, cx), (-cx, cy), (cx, -cy)):
+        moved = best.copy()
+        moved[[ix, iy]] = x, y
+        assert problem.log_likelihood(moved) < problem.log_likelihood(best) - 100
+
+
+def _centre(seed: int, settings: SimulationSettings) -> tuple[float, float]:
+    t = simulate_system(np.random.SeedSequence(seed), settings).truth
+    return t["CENTER_X"], t["CENTER_Y"]
+
+
+def test_checkpoint_and_resume_match_an_uninterrupted_fit(
+    quick_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    path, _ = simulated_input(tmp_path, 1, LENSES)
+    out = tmp_path / "resumed"
+    codes = []
+    while not codes or codes[-1] == EXIT_CHECKPOINT:
+        codes.append(run_fit(path, out, "quick", checkpoint_every=0.5))
+        assert len(codes) < 200
+    assert codes[-1] == EXIT_DONE and codes.count(EXIT_CHECKPOINT) >= 2
+    resumed = json.loads((out / "params.json").read_text())
+    whole = json.loads((quick_fit[0] / "params.json").read_text())
+    assert resumed["restarts"] == codes.count(EXIT_CHECKPOINT)
+    assert resumed["parameters"] == whole["parameters"]
+    with np.load(out / "chain.npz") as a, np.load(quick_fit[0] / "chain.npz") as b:
+        np.testing.assert_array_equal(a["chain"], b["chain"])
+
+
+def test_cli_checkpoint_exit_code(tmp_path: Path) -> None:
+    path, _ = simulated_input(tmp_path, 1, LENSES)
+    result = run_cli(
+        "node",
+        "fit",
+        path,
+        "--out",
+        tmp_path / "out",
+        "--preset",
+        "quick",
+        "--checkpoint-every",
+        "1",
+    )
+    assert result.returncode == EXIT_CHECKPOINT, result.stderr
+    assert (tmp_path / "out" / "checkpoint.npz").exists()
+    assert not (tmp_path / "out" / "params.json").exists()
+
+
+def test_no_arcs_ends_with_exit_2_and_says_why(tmp_path: Path) -> None:
+    path, _ = simulated_input(tmp_path, 4, LENSES, NO_ARCS=True)
+    result = run_cli("node", "fit", path, "--out", tmp_path / "out", "--preset", "quick")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip() == "sim4: NO_ARCS (the segmenter found no arc pixels)"
+    params = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert params["flag"] == "NO_ARCS"
+
+
+@pytest.mark.parametrize(
+    ("update", "reason"),
+    [
+        ({"USABLE": False, "PROBLEM": "3 NaN/Inf pixels"}, "unusable pixels: 3 NaN/Inf pixels"),
+        ({"BKG_RMS_R": 0.0}, "unusable prior: BKG_RMS_R = 0.0 (needs a positive number)"),
+        ({"THETA_E": float("nan")}, "unusable prior: THETA_E = nan (needs a positive number)"),
+    ],
+)
+def test_unusable_inputs_fail_with_exit_2(tmp_path: Path, update: dict, reason: str) -> None:
+    path, _ = simulated_input(tmp_path, 5, LENSES, **update)
+    assert run_fit(path, tmp_path / "out", "quick") == EXIT_BAD_INPUT
+    params = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert (params["flag"], params["reason"]) == ("FAILED", reason)
+
+
+def test_numerical_failure_is_one_line(tmp_path: Path) -> None:
+    """A segmentation map that does not match the cutout breaks lenstronomy's likelihood."""
+    path, _ = simulated_input(tmp_path, 6, LENSES)
+    candidate = read_candidate(path)
+    candidate.classes = candidate.classes[:-2, :-2]
+    write_candidate(path, candidate)
+    result = run_cli("node", "fit", path, "--out", tmp_path / "out", "--preset", "quick")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "Traceback" not in result.stderr
+    line = result.stderr.strip()
+    assert line.startswith("sim6: FAILED (IndexError: boolean index") and "\n" not in line
+    params = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert params["flag"] == "FAILED" and params["reason"].startswith("IndexError")

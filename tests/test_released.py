@@ -1,0 +1,67 @@
+"""The released weights: they load offline and give sane predictions on new simulations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lensjobs.infer import MIN_ARC_PIXELS, Networks
+from lensjobs.models.inputs import normalise
+from lensjobs.simulate import SimulationSettings, simulate_system
+
+SEED = 424242  # not the training (1) or test (2) seed
+
+
+@pytest.fixture(scope="module")
+def networks(monkeypatch_module: pytest.MonkeyPatch) -> Networks:
+    return Networks()
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        # Nothing may be fetched at run time; make any attempt fail loudly.
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.setenv("TORCH_HOME", "/nonexistent")
+        yield patch
+
+
+def predict(networks: Networks, settings: SimulationSettings, n: int):
+    systems = [simulate_system(s, settings) for s in np.random.SeedSequence(SEED).spawn(n)]
+    images = np.stack([s.images for s in systems])
+    probs, mean, sigma = networks(normalise(images))
+    return systems, probs, mean, sigma
+
+
+def test_cards_record_the_quality_targets(networks: Networks) -> None:
+    assert networks.seg_card.training["n_systems"] >= 20_000
+    assert networks.reg_card.training["n_systems"] >= 20_000
+    assert networks.seg_card.metrics["mean_iou"] >= 0.85
+    assert networks.reg_card.metrics["median_abs_dtheta_E"] <= 0.10
+    assert networks.reg_card.metrics["median_centre_error"] <= 0.05
+
+
+def test_theta_e_of_new_lenses(networks: Networks) -> None:
+    settings = SimulationSettings(nonlens_frac=0.0)
+    systems, probs, mean, _ = predict(networks, settings, 8)
+    theta = np.array([s.truth["THETA_E"] for s in systems])
+    assert np.all(np.abs(mean[:, 0] - theta) < 0.3), np.c_[theta, mean[:, 0]]
+    arcs = (probs.argmax(1) == 0).sum(axis=(1, 2))
+    assert np.all(arcs >= MIN_ARC_PIXELS)
+
+
+def test_off_centre_lens_is_placed_at_its_x_and_y(networks: Networks) -> None:
+    settings = SimulationSettings(nonlens_frac=0.0, centre_max=1.2, theta_e=(1.2, 2.5))
+    systems, _, mean, _ = predict(networks, settings, 12)
+    truth = np.array([[s.truth["CENTER_X"], s.truth["CENTER_Y"]] for s in systems])
+    far = np.abs(truth[:, 0] - truth[:, 1]) > 0.5  # where a swap of x and y would show
+    assert far.sum() >= 3
+    error = np.hypot(*(mean[:, 1:3] - truth).T)
+    assert np.all(error[far] < 0.15), np.c_[truth, mean[:, 1:3]]
+
+
+def test_non_lenses_are_flagged(networks: Networks) -> None:
+    settings = SimulationSettings(nonlens_frac=1.0)
+    _, probs, _, _ = predict(networks, settings, 8)
+    arcs = (probs.argmax(1) == 0).sum(axis=(1, 2))
+    assert np.mean(arcs < MIN_ARC_PIXELS) >= 0.75, arcs
