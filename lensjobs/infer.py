@@ -16,7 +16,6 @@ one, CPU otherwise) and writes ``priors.fits``:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from astropy.table import Table
 
 from lensjobs import __version__
 from lensjobs.catalog import BANDS, CandidateCatalog, cutout_problems, open_catalog
+from lensjobs.files import atomic_write
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import border_sigma, normalise
 from lensjobs.models.store import ModelCard, load_model
@@ -101,6 +101,18 @@ def _model_cards_header(header: fits.Header, cards: dict[str, ModelCard]) -> Non
         header[f"{kind[:3].upper()}_SHA"] = (card.weights_sha256[:16], f"{kind} weights sha256")
 
 
+def _probs_header(shape: tuple[int, ...]) -> fits.Header:
+    header = fits.Header(
+        [("XTENSION", "IMAGE"), ("BITPIX", 16), ("NAXIS", len(shape))]
+        + [(f"NAXIS{i + 1}", size) for i, size in enumerate(reversed(shape))]
+        + [("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "PROBS")]
+    )
+    header["BSCALE"] = (1 / PROB_SCALE, "probabilities stored as 16-bit integers")
+    header["BZERO"] = 0.0
+    header["CLASSES"] = "arcs,lens light,other objects,background"
+    return header
+
+
 def infer_catalog(
     catalog_path: Path,
     out_dir: Path,
@@ -108,59 +120,45 @@ def infer_catalog(
     batch_size: int = 512,
     progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Run both networks over the catalogue and write ``out_dir/priors.fits`` atomically."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / PRIORS_FILE
-    tmp = out_dir / f".{PRIORS_FILE}.tmp{os.getpid()}"
+    """Run both networks over the catalogue and write ``out_dir/priors.fits`` atomically;
+    the probability maps stream to disk a batch at a time, so memory stays flat."""
     with open_catalog(catalog_path) as catalog:
-        table = _priors_table(catalog)
-        shape = (catalog.n, segmenter.NUM_CLASSES, catalog.num_pix, catalog.num_pix)
-        header = fits.Header(
-            [("XTENSION", "IMAGE"), ("BITPIX", 16), ("NAXIS", 4)]
-            + [(f"NAXIS{i + 1}", size) for i, size in enumerate(reversed(shape))]
-            + [("PCOUNT", 0), ("GCOUNT", 1), ("EXTNAME", "PROBS")]
-        )
-        header["BSCALE"] = (1 / PROB_SCALE, "probabilities stored as 16-bit integers")
-        header["BZERO"] = 0.0
-        header["CLASSES"] = "arcs,lens light,other objects,background"
-        primary = fits.PrimaryHDU()
-        primary.header["ORIGIN"] = ("lensjobs", f"version {__version__}")
-        primary.header["CATALOG"] = (catalog_path.name, "input candidate catalogue")
-        _model_cards_header(
-            primary.header, {"segmenter": networks.seg_card, "regressor": networks.reg_card}
-        )
-        primary.writeto(tmp, overwrite=True)
-        stream = fits.StreamingHDU(str(tmp), header)
-        try:
-            for start, block in catalog.iter_cutouts(batch_size):
-                bad = dict(cutout_problems(block))
-                good = np.array([k not in bad for k in range(len(block))])
-                probs = np.zeros((len(block), *shape[1:]), np.float32)
-                if good.any():
-                    probs[good], mean, sigma = networks(normalise(block[good]))
-                    _fill(
-                        table,
-                        np.arange(start, start + len(block))[good],
-                        block[good],
-                        probs[good],
-                        mean,
-                        sigma,
-                    )
-                for k, reason in bad.items():
-                    table["USABLE"][start + k] = False
-                    table["PROBLEM"][start + k] = reason
-                stream.write(np.round(probs * PROB_SCALE).astype(">i2"))
-                if progress:
-                    progress(len(block))
-        finally:
-            stream.close()
-        priors = fits.BinTableHDU(table, name="PRIORS")
-        priors.header["PIXSCALE"] = (catalog.pixscale, "arcsec/pixel")
-        priors.header["MAGZERO"] = catalog.magzero
-        priors.header["MINARCPX"] = (MIN_ARC_PIXELS, "NO_ARCS below this many arc pixels")
-        fits.append(tmp, priors.data, priors.header)
-    os.replace(tmp, path)
-    return path
+
+        def write(tmp: Path) -> None:
+            table = _priors_table(catalog)
+            shape = (catalog.n, segmenter.NUM_CLASSES, catalog.num_pix, catalog.num_pix)
+            primary = fits.PrimaryHDU()
+            primary.header["ORIGIN"] = ("lensjobs", f"version {__version__}")
+            primary.header["CATALOG"] = (catalog_path.name, "input candidate catalogue")
+            _model_cards_header(
+                primary.header, {"segmenter": networks.seg_card, "regressor": networks.reg_card}
+            )
+            primary.writeto(tmp)
+            stream = fits.StreamingHDU(str(tmp), _probs_header(shape))
+            try:
+                for start, block in catalog.iter_cutouts(batch_size):
+                    bad = dict(cutout_problems(block))
+                    good = np.array([k not in bad for k in range(len(block))])
+                    probs = np.zeros((len(block), *shape[1:]), np.float32)
+                    if good.any():
+                        probs[good], mean, sigma = networks(normalise(block[good]))
+                        rows = np.arange(start, start + len(block))[good]
+                        _fill(table, rows, block[good], probs[good], mean, sigma)
+                    for k, reason in bad.items():
+                        table["USABLE"][start + k] = False
+                        table["PROBLEM"][start + k] = reason
+                    stream.write(np.round(probs * PROB_SCALE).astype(">i2"))
+                    if progress:
+                        progress(len(block))
+            finally:
+                stream.close()
+            priors = fits.BinTableHDU(table, name="PRIORS")
+            priors.header["PIXSCALE"] = (catalog.pixscale, "arcsec/pixel")
+            priors.header["MAGZERO"] = catalog.magzero
+            priors.header["MINARCPX"] = (MIN_ARC_PIXELS, "NO_ARCS below this many arc pixels")
+            fits.append(tmp, priors.data, priors.header)
+
+        return atomic_write(out_dir / PRIORS_FILE, write)
 
 
 def _fill(

@@ -25,7 +25,10 @@ def split_priors(
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
     """Write every candidate's fit input; returns the IDs in catalogue order."""
-    with open_catalog(candidates) as catalog, fits.open(priors, memmap=True) as hdul:
+    with (
+        open_catalog(candidates) as catalog,
+        fits.open(priors, memmap=False) as hdul,
+    ):  # scaled PROBS cannot be memory-mapped
         table = Table.read(hdul["PRIORS"])
         if list(table["COADD_OBJECT_ID"]) != catalog.ids:
             raise ValueError(f"{priors}: its candidates are not those of {candidates}")

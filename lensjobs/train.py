@@ -168,6 +168,7 @@ class SegmenterTask(Task):
             pixscale=data.pixscale,
             bands=list(BANDS),
             normalisation=NORMALISATION,
+            why=segmenter.WHY,
         )
 
     def loss(self, model, card, x, rows, data, k):
@@ -218,6 +219,7 @@ class RegressorTask(Task):
             pixscale=data.pixscale,
             bands=list(BANDS),
             normalisation=NORMALISATION,
+            why=regressor.WHY,
             targets=regressor.TARGETS,
             # Centre and ellipticities are symmetric about 0 under the dihedral augmentation.
             target_mean=[float(t[:, 0].mean()), 0.0, 0.0, 0.0, 0.0],

@@ -15,6 +15,7 @@ from conftest import run_cli
 from lenstronomy.LightModel.light_model import LightModel
 
 from lensjobs.catalog import write_catalog
+from lensjobs.fit.node import read_candidate
 from lensjobs.frame import pixel_grid, pixel_to_angle
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import coordinate_channels, normalise
@@ -149,6 +150,19 @@ def test_node_infer_writes_priors(tiny_weights: Path, sim_file: Path, tmp_path: 
         ratio = priors[f"BKG_RMS_{band}"][good] / truth[f"NOISE_{band}"][good]
         assert np.all((ratio > 0.5) & (ratio < 2.0))  # untrained: plumbing only
     np.testing.assert_allclose(priors["FWHM_R"], table["FWHM_WMEAN_R"], rtol=1e-6)
+
+    # The POST script's split: one fit input per candidate, readable by the fit node.
+    split = run_cli(
+        "node", "split", candidates, tmp_path / "infer" / "priors.fits", "--out", tmp_path / "nodes"
+    )
+    assert split.returncode == 0, split.stderr
+    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == sorted(
+        table["COADD_OBJECT_ID"]
+    )
+    first = read_candidate(tmp_path / "nodes" / table["COADD_OBJECT_ID"][0] / "input.fits")
+    np.testing.assert_array_equal(first.cutout, images[0])
+    np.testing.assert_array_equal(first.classes, probs[0].argmax(axis=0))
+    assert first.prior["THETA_E"] == pytest.approx(priors["THETA_E"][0])
 
 
 def _expect_rejected(weights: Path, tmp_path: Path, sim_file: Path, message: str) -> None:

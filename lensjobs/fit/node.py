@@ -205,7 +205,7 @@ def run_fit(
         if not finished:
             state.save(checkpoint)
             return EXIT_CHECKPOINT
-        _write_results(problem, state, out)
+        _write_results(problem, state, out, clock)
         checkpoint.unlink(missing_ok=True)
     except (ValueError, IndexError, ArithmeticError, np.linalg.LinAlgError) as err:
         # Deterministic for these inputs: a retry would fail the same way. Other errors
@@ -229,7 +229,7 @@ def _summaries(samples: np.ndarray, best: np.ndarray, names: list[str]) -> dict[
     }
 
 
-def _write_results(problem: Problem, state: SamplerState, out: Path) -> None:
+def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Clock) -> None:
     c, preset = problem.candidate, problem.preset
     samples = posterior(state, preset)
     flat_logp = state.log_prob[1 + preset.burn_in :].ravel()
@@ -263,6 +263,21 @@ def _write_results(problem: Problem, state: SamplerState, out: Path) -> None:
         flag, reason = "POOR_FIT", f"joint reduced chi^2 {chi2['joint']:.2f} > {POOR_FIT_CHI2:g}"
     if not 0.1 < acceptance < 0.8:
         warnings.append(f"acceptance fraction {acceptance:.2f}")
+    observed = np.stack([b[0]["image_data"] for b in problem.bands])
+    model = np.stack([b.model for b in bands])
+    residuals = np.stack([b.norm_residuals for b in bands])
+    files = [
+        outputs.model_png(out / f"{c.id}_model.png", c.id, observed, model, residuals, chi2),
+        outputs.corner_png(out / f"{c.id}_corner.png", samples, problem.names),
+        outputs.trace_png(out / f"{c.id}_trace.png", state.chain, problem.names, preset.burn_in),
+        outputs.save_npz(
+            out / "chain.npz",
+            chain=state.chain,
+            log_prob=state.log_prob,
+            names=np.array(problem.names),
+        ),
+    ]
+    clock.charge(state)  # the whole fit, outputs included
     params = {
         "id": c.id,
         "preset": preset.name,
@@ -286,20 +301,8 @@ def _write_results(problem: Problem, state: SamplerState, out: Path) -> None:
         "warnings": warnings,
         "versions": _versions(),
     }
-    observed = np.stack([b[0]["image_data"] for b in problem.bands])
-    model = np.stack([b.model for b in bands])
-    residuals = np.stack([b.norm_residuals for b in bands])
-    files = [
+    files += [
         outputs.write_json(out / "params.json", params),
         outputs.text_summary(out / f"{c.id}.txt", params),
-        outputs.model_png(out / f"{c.id}_model.png", c.id, observed, model, residuals, chi2),
-        outputs.corner_png(out / f"{c.id}_corner.png", samples, problem.names),
-        outputs.trace_png(out / f"{c.id}_trace.png", state.chain, problem.names, preset.burn_in),
-        outputs.save_npz(
-            out / "chain.npz",
-            chain=state.chain,
-            log_prob=state.log_prob,
-            names=np.array(problem.names),
-        ),
     ]
     outputs.tarball(out / f"{c.id}.tar.gz", files)

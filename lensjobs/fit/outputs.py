@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import corner
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import AsinhNorm
 
 from lensjobs.catalog import BANDS
 from lensjobs.files import atomic_write
@@ -46,10 +47,12 @@ def model_png(
     """3x3: rows g, r, i; columns observed, reconstructed, normalised residuals (-6..6)."""
     fig, axes = plt.subplots(3, 3, figsize=(9, 9))
     for k, band in enumerate(BANDS):
-        lo, hi = np.percentile(observed[k], [1, 99.7])
+        # asinh stretch: linear near the noise, logarithmic on the lens core, so arcs show.
+        noise = 1.4826 * np.median(np.abs(observed[k] - np.median(observed[k])))
+        norm = AsinhNorm(linear_width=2 * noise, vmin=-2 * noise, vmax=observed[k].max())
         for j, (image, title) in enumerate(((observed[k], "observed"), (model[k], "model"))):
             ax = axes[k, j]
-            ax.imshow(image, origin="lower", cmap="gray", vmin=lo, vmax=hi)
+            ax.imshow(image, origin="lower", cmap="gray", norm=norm)
             ax.set_title(f"{band} {title}", fontsize=9)
         ax = axes[k, 2]
         shown = ax.imshow(residuals[k], origin="lower", cmap="bwr", vmin=-6, vmax=6)

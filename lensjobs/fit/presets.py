@@ -25,6 +25,11 @@ class FitPreset(BaseModel):
     converge: bool = Field(description="stop on convergence instead of after max_steps")
     tau_factor: float = Field(15.0, description="converged when post-burn-in steps > factor x tau")
     tau_rtol: float = Field(0.1, description="... and tau changed less than this since last check")
+    moves: str = Field(
+        "stretch",
+        description="emcee moves: 'stretch' (emcee's default) or "
+        "'de' (differential evolution, mixes faster on correlated posteriors)",
+    )
     supersampling: int = 1
 
 
@@ -41,13 +46,16 @@ PRESETS: dict[str, FitPreset] = {
     ),
     "standard": FitPreset(
         name="standard",
-        pso_particles=60,
-        pso_iterations=60,
+        pso_particles=50,
+        pso_iterations=50,
         walker_ratio=4,
-        burn_in=150,
-        min_steps=300,
-        max_steps=600,
+        burn_in=100,
+        min_steps=250,
+        max_steps=500,
         converge=True,
+        tau_factor=10.0,
+        tau_rtol=0.2,
+        moves="de",
     ),
     "quick": FitPreset(
         name="quick",

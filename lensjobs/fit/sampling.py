@@ -27,7 +27,11 @@ from lensjobs.fit.presets import FitPreset
 logging.getLogger("emcee.autocorr").setLevel(logging.ERROR)
 # Clerc & Kennedy (2002) constriction coefficients.
 PSO_INERTIA, PSO_COGNITIVE, PSO_SOCIAL = 0.7298, 1.49618, 1.49618
-WALKER_SPREAD = 0.1  # walkers start within this fraction of the prior widths of the PSO best
+WALKER_SPREAD = 0.1
+MOVES = {
+    "stretch": lambda: None,  # emcee's default StretchMove
+    "de": lambda: [(emcee.moves.DEMove(), 0.8), (emcee.moves.DESnookerMove(), 0.2)],
+}  # walkers start within this fraction of the prior widths of the PSO best
 
 
 @dataclass
@@ -165,7 +169,9 @@ class Sampler:
         state.phase = "mcmc"
 
     def _mcmc_chunk(self, state: SamplerState) -> None:
-        sampler = emcee.EnsembleSampler(self.nwalkers, self.ndim, self.logl)
+        sampler = emcee.EnsembleSampler(
+            self.nwalkers, self.ndim, self.logl, moves=MOVES[self.preset.moves]()
+        )
         start = emcee.State(
             state.chain[-1],
             log_prob=state.log_prob[-1],

@@ -23,6 +23,15 @@ DEFAULT_ARCHITECTURE = {
 }
 
 
+WHY = (
+    "ResNet-18 encoder cut after its second stage (encoder_depth 3, stride 8): 45x45 "
+    "cutouts need only 3 pixels of padding, arcs (theta_E up to ~12 px) fit in the "
+    "receptive field, and the used weights are 3.3 MB. In benchmarks/segmenter_encoders.py "
+    "(same data and epochs for each) deeper or larger encoders did not segment better per "
+    "MB or per millisecond; figures in BENCHMARKS.md."
+)
+
+
 def build(card: ModelCard) -> torch.nn.Module:
     kwargs = dict(card.kwargs)
     kwargs["decoder_channels"] = tuple(kwargs["decoder_channels"])
