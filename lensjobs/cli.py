@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -131,87 +132,55 @@ def simulate(
     out.print(f"wrote {n} systems (seed {seed}) to {out_file}", highlight=False)
 
 
-train_app = typer.Typer(
-    help="Train the networks on 'lensjobs simulate' output.", no_args_is_help=True
-)
-app.add_typer(train_app, name="train")
-
-DataArg = Annotated[Path, typer.Argument(help="Training set from 'lensjobs simulate'.")]
-TestOpt = Annotated[
-    Path | None, typer.Option("--test", help="Held-out simulated set (another seed) for metrics.")
-]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="Directory for weights and model card.")]
-SeedOpt = Annotated[int, typer.Option(help="Random seed.")]
-EpochsOpt = Annotated[
-    int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
-]
-BatchOpt = Annotated[int, typer.Option(min=1, help="Batch size.")]
-MinutesOpt = Annotated[float | None, typer.Option(min=0.01, help="Stop after this many minutes.")]
+class Network(StrEnum):
+    segmenter = "segmenter"
+    regressor = "regressor"
 
 
-def _train(
-    kind: str,
-    data: Path,
-    test: Path | None,
-    out_dir: Path | None,
-    seed: int,
-    epochs: int,
-    batch_size: int,
-    max_minutes: float | None,
+@app.command("train")
+def train_network(
+    kind: Annotated[Network, typer.Argument(help="segmenter (U-Net) or regressor (EfficientNet).")],
+    data: Annotated[Path, typer.Argument(help="Training set from 'lensjobs simulate'.")],
+    test: Annotated[
+        Path | None, typer.Option(help="Held-out simulated set (another seed) for metrics.")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Directory for weights and model card.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
+    ] = 30,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
+    max_minutes: Annotated[
+        float | None, typer.Option(min=0.01, help="Stop after this many minutes.")
+    ] = None,
 ) -> None:
+    """Train a network on 'lensjobs simulate' output; writes safetensors and a model card."""
     from lensjobs.models.store import RELEASED
     from lensjobs.train import TrainingDataError, TrainSettings, train
 
     settings = TrainSettings(
         seed=seed, epochs=epochs, batch_size=batch_size, max_minutes=max_minutes
     )
+    target = out_dir or RELEASED
     try:
-        with progress_bar(f"training {kind}", 1000) as progress:
+        with progress_bar(f"training {kind.value}", 1000) as progress:
             task = progress.task_ids[0]
 
             def report(text: str, fraction: float) -> None:
                 progress.update(task, completed=int(1000 * fraction), description=text)
 
-            card = train(
-                kind, data, test, out_dir or RELEASED, settings, report, progress.console.log
-            )
+            card = train(kind.value, data, test, target, settings, report, progress.console.log)
     except TrainingDataError as error:
         fail(str(error))
     out.print(
-        f"wrote {kind} to {out_dir or RELEASED} (best epoch {card.training['best_epoch']}, "
+        f"wrote {kind.value} to {target} (best epoch {card.training['best_epoch']}, "
         f"{card.training['minutes']:.1f} min)",
         highlight=False,
     )
     for key, value in card.metrics.items():
         out.print(f"  {key}: {value}", highlight=False)
-
-
-@train_app.command("segmenter")
-def train_segmenter(
-    data: DataArg,
-    test: TestOpt = None,
-    out_dir: OutOpt = None,
-    seed: SeedOpt = 0,
-    epochs: EpochsOpt = 30,
-    batch_size: BatchOpt = 64,
-    max_minutes: MinutesOpt = None,
-) -> None:
-    """Train the U-Net segmenter (arcs, lens light, other objects, background)."""
-    _train("segmenter", data, test, out_dir, seed, epochs, batch_size, max_minutes)
-
-
-@train_app.command("regressor")
-def train_regressor(
-    data: DataArg,
-    test: TestOpt = None,
-    out_dir: OutOpt = None,
-    seed: SeedOpt = 0,
-    epochs: EpochsOpt = 30,
-    batch_size: BatchOpt = 64,
-    max_minutes: MinutesOpt = None,
-) -> None:
-    """Train the EfficientNet regressor (theta_E, centre, e1, e2 with uncertainties)."""
-    _train("regressor", data, test, out_dir, seed, epochs, batch_size, max_minutes)
 
 
 node_app = typer.Typer(

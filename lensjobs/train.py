@@ -1,7 +1,8 @@
 """Training of the segmenter and the regressor on ``lensjobs simulate`` output.
 
-Both use the same loop: AdamW with a cosine schedule, dihedral augmentation (the 8 flips
-and transposes of the square cutout, with the regressor's targets transformed to match),
+Both use the same loop: AdamW with a one-cycle learning-rate schedule, dihedral
+augmentation (the 8 flips and transposes of the square cutout, with the regressor's
+targets transformed to match),
 a validation split with early stopping on the validation score, and the best epoch's
 weights kept. Metrics for the model card come from a held-out test file simulated with
 another seed. Deterministic for a seed on the CPU.
@@ -284,6 +285,7 @@ def train(
     rng = np.random.default_rng(settings.seed)
     task = TASKS[kind]()
     data = load_simulated(data_path)
+    test = load_simulated(test_path) if test_path is not None else None  # fail early
     card = task.card(data, settings)
     build = segmenter.build if kind == "segmenter" else regressor.build
     dev = device()
@@ -353,8 +355,7 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     test_metrics: dict[str, Any] = {}
-    if test_path is not None:
-        test = load_simulated(test_path)
+    if test is not None:
         test_metrics = task.evaluate(model, card, test, task.rows(test))
         test_metrics["data"] = test_path.name
         test_metrics.pop("score")
