@@ -24,7 +24,7 @@ weights: $(STAMP)
 	$(BIN)/lensjobs simulate --n 24000 --seed 1 --out data/train_seed1.fits
 	$(BIN)/lensjobs simulate --n 2000 --seed 2 --out data/test_seed2.fits
 	$(BIN)/lensjobs train segmenter data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
-	$(BIN)/lensjobs train regressor data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 20
+	$(BIN)/lensjobs train regressor data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -16,25 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table, vstack
+from common import lensjobs
 
 from lensjobs.catalog import write_catalog
 from lensjobs.simulate import SimulationSettings, simulate_catalog
 
 SEED = 3
-
-
-def lensjobs(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "lensjobs", *map(str, args)], capture_output=True, text=True
-    )
 
 
 def make_catalog(out: Path, lenses: int, nonlenses: int) -> Path:
@@ -79,9 +72,7 @@ def main() -> None:
             ("infer", catalog, "--out", out / "infer"),
             ("split", catalog, out / "infer" / "priors.fits", "--out", out / "nodes"),
         ):
-            result = lensjobs("node", *step)
-            if result.returncode:
-                sys.exit(result.stderr)
+            lensjobs("node", *step)
     with fits.open(catalog) as hdul:
         truth = Table.read(hdul["TRUTH"])
     ids = list(truth["COADD_OBJECT_ID"])
@@ -101,6 +92,7 @@ def main() -> None:
                     target,
                     "--preset",
                     preset,
+                    check=False,
                 )
 
         with ThreadPoolExecutor(args.jobs) as pool:

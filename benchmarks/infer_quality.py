@@ -11,14 +11,13 @@ within 1 and 2 sigma; 68 % and 95 % if calibrated), and how NO_ARCS flags non-le
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from common import lensjobs
 
 from lensjobs.models.regressor import TRUTH_COLUMNS
 from lensjobs.train import mean_iou
@@ -30,19 +29,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        command = [
-            sys.executable,
-            "-m",
-            "lensjobs",
-            "node",
-            "infer",
-            str(args.catalog),
-            "--out",
-            tmp,
-        ]
-        if args.weights:
-            command += ["--weights", str(args.weights)]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        weights = ["--weights", args.weights] if args.weights else []
+        lensjobs("node", "infer", args.catalog, "--out", tmp, *weights)
         with fits.open(Path(tmp) / "priors.fits") as hdul:
             priors = Table.read(hdul["PRIORS"]).as_array()
             classes = np.asarray(hdul["PROBS"].data).argmax(axis=1)

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+from common import lensjobs
 
 from lensjobs.catalog import open_catalog, write_catalog
 
@@ -46,22 +45,18 @@ def main() -> None:
         )
         with open_catalog(catalog) as cat:
             n = cat.n
-        command = [
-            sys.executable,
-            "-m",
-            "lensjobs",
+        device = ["--device", args.device] if args.device else []
+        start = time.perf_counter()
+        lensjobs(
             "node",
             "infer",
-            str(catalog),
+            catalog,
             "--out",
-            str(Path(tmp) / "infer"),
+            Path(tmp) / "infer",
             "--batch-size",
-            str(args.batch_size),
-        ]
-        if args.device:
-            command += ["--device", args.device]
-        start = time.perf_counter()
-        subprocess.run(command, check=True)
+            args.batch_size,
+            *device,
+        )
         wall = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(

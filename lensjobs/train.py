@@ -29,6 +29,8 @@ from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import NORMALISATION, normalise
 from lensjobs.models.store import Kind, ModelCard, save_model
 
+GRAD_CLIP = 1.0  # max gradient norm: keeps one bad batch from undoing an epoch
+
 
 class TrainSettings(BaseModel):
     seed: int = 0
@@ -234,7 +236,12 @@ class RegressorTask(Task):
         centre = torch.tensor(card.target_mean, device=x.device)
         scale = torch.tensor(card.target_scale, device=x.device)
         z = (target - centre) / scale
-        return (0.5 * (log_var + (z - mean) ** 2 * torch.exp(-log_var))).mean()
+        # The means learn by squared error and the variances by the Gaussian NLL of the
+        # (detached) residuals: the plain joint NLL lets small variances blow the mean's
+        # gradients up early in training and the network never recovers.
+        squared = (z - mean) ** 2
+        nll = 0.5 * (log_var + squared.detach() * torch.exp(-log_var))
+        return (squared + nll).mean()
 
     @torch.inference_mode()
     def evaluate(self, model, card, data, rows):
@@ -320,6 +327,7 @@ def train(
                 loss = task.loss(model, card, x, batch, data, k)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
             optimiser.step()
             schedule.step()
             total += loss.item() * len(batch)
@@ -335,8 +343,11 @@ def train(
         metrics = task.evaluate(model, card, data, val_rows)
         history.append({"epoch": epoch, "train_loss": total / seen, "val_score": metrics["score"]})
         if log:
+            scalars = ", ".join(
+                f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k != "score"
+            )
             log(
-                f"epoch {epoch}: train loss {total / seen:.4f}, val score {metrics['score']:.4f}, "
+                f"epoch {epoch}: train loss {total / seen:.4f}, val {scalars}, "
                 f"{(time.time() - started) / 60:.1f} min"
             )
         if metrics["score"] > best["score"]:
