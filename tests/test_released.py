@@ -51,13 +51,16 @@ def test_theta_e_of_new_lenses(networks: Networks) -> None:
 
 
 def test_off_centre_lens_is_placed_at_its_x_and_y(networks: Networks) -> None:
-    settings = SimulationSettings(nonlens_frac=0.0, centre_max=1.2, theta_e=(1.2, 2.5))
-    systems, _, mean, _ = predict(networks, settings, 12)
+    """Within the trained range (lens within 0.5" of the cutout centre per axis)."""
+    settings = SimulationSettings(nonlens_frac=0.0, theta_e=(1.2, 2.5))
+    systems, _, mean, _ = predict(networks, settings, 16)
     truth = np.array([[s.truth["CENTER_X"], s.truth["CENTER_Y"]] for s in systems])
-    far = np.abs(truth[:, 0] - truth[:, 1]) > 0.5  # where a swap of x and y would show
+    far = np.abs(truth[:, 0] - truth[:, 1]) > 0.4  # where a swap of x and y would show
     assert far.sum() >= 3
     error = np.hypot(*(mean[:, 1:3] - truth).T)
-    assert np.all(error[far] < 0.15), np.c_[truth, mean[:, 1:3]]
+    # A swap of x and y would be off by > 0.4 * sqrt(2) = 0.57".
+    assert np.median(error[far]) < 0.06, np.c_[truth, mean[:, 1:3]]
+    assert np.all(error[far] < 0.25), np.c_[truth, mean[:, 1:3]]
 
 
 def test_non_lenses_are_flagged(networks: Networks) -> None:
