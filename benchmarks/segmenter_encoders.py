@@ -36,11 +36,6 @@ CANDIDATES = {
         "encoder_depth": 3,
         "decoder_channels": [48, 24, 16],
     },
-    "efficientnet-b0 d3": {
-        "encoder_name": "timm-efficientnet-b0",
-        "encoder_depth": 3,
-        "decoder_channels": [48, 24, 16],
-    },
 }
 
 

@@ -147,7 +147,9 @@ def open_catalog(path: str | os.PathLike[str]) -> CandidateCatalog:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", AstropyUserWarning)
-            hdul = fits.open(path, memmap=True, lazy_load_hdus=False)
+            # No memmap: section reads fetch just the chunk, so resident memory stays flat
+            # (a memory map would count every page read so far).
+            hdul = fits.open(path, memmap=False, lazy_load_hdus=False)
     except (OSError, AstropyUserWarning, ValueError):
         raise CatalogError(
             f"{where}: truncated or damaged FITS file (its headers or data end early); "
