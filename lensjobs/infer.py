@@ -27,6 +27,7 @@ from astropy.table import Table
 from lensjobs import __version__
 from lensjobs.catalog import BANDS, CandidateCatalog, cutout_problems, open_catalog
 from lensjobs.files import atomic_write
+from lensjobs.labels import ARCS, BACKGROUND
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import border_sigma, normalise
 from lensjobs.models.store import ModelCard, load_model
@@ -64,7 +65,7 @@ def background_rms(cutouts: np.ndarray, classes: np.ndarray) -> np.ndarray:
     estimate where too few are."""
     rms = border_sigma(cutouts)
     for k in range(len(cutouts)):
-        sky = classes[k] == segmenter.NUM_CLASSES - 1
+        sky = classes[k] == BACKGROUND
         if sky.sum() >= MIN_BACKGROUND_PIXELS:
             pixels = cutouts[k][:, sky]
             rms[k] = 1.4826 * np.median(
@@ -180,5 +181,5 @@ def _fill(
     counts = np.stack([(classes == c).sum(axis=(1, 2)) for c in range(segmenter.NUM_CLASSES)], 1)
     for c, name in enumerate(CLASS_COLUMNS):
         table[name][rows] = counts[:, c] / npix
-    table["N_ARC_PIXELS"][rows] = counts[:, 0]
-    table["NO_ARCS"][rows] = counts[:, 0] < MIN_ARC_PIXELS
+    table["N_ARC_PIXELS"][rows] = counts[:, ARCS]
+    table["NO_ARCS"][rows] = counts[:, ARCS] < MIN_ARC_PIXELS

@@ -41,11 +41,10 @@ from lenstronomy.Util import param_util
 from pydantic import BaseModel, Field
 
 from lensjobs.catalog import BANDS, DEFAULT_MAGZERO, DEFAULT_PIXSCALE, write_catalog
+from lensjobs.labels import ARCS, BACKGROUND, CLASS_NAMES, LENS_LIGHT, OTHER
 
 LABEL_SNR = 2.0
 ARC_CONTRAST = 0.3
-ARCS, LENS_LIGHT, OTHER, BACKGROUND = 0, 1, 2, 3
-CLASS_NAMES = ("arcs", "lens light", "other objects", "background")
 KWARGS_NUMERICS = {"supersampling_factor": 2}
 # The notebooks' DES set-up: 90 s x 10 exposures (lenstronomy's default of 3 coadd years).
 DES_BANDS = {b: DES(band=b).kwargs_single_band() for b in BANDS}

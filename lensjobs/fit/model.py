@@ -20,7 +20,8 @@ from scipy import ndimage
 
 from lensjobs.catalog import BANDS
 from lensjobs.frame import pixel_grid, pixel_to_angle
-from lensjobs.simulate import DES_BANDS, OTHER
+from lensjobs.labels import ARCS, OTHER
+from lensjobs.simulate import DES_BANDS
 
 KWARGS_MODEL = {
     "lens_model_list": ["SIE"],
@@ -30,7 +31,6 @@ KWARGS_MODEL = {
 KWARGS_CONSTRAINTS = {"joint_lens_with_light": [[0, 0, ["center_x", "center_y"]]]}
 # DES coadd: 10 x 90 s per band; the Poisson term in image units (zero point MAGZERO).
 EXPOSURE_SECONDS = 900.0
-ARCS = 0
 MIN_SIGMA = {"theta_E": 0.05, "center": 0.03, "e": 0.05}
 
 

@@ -3,7 +3,6 @@ chain.npz and a tarball of them all. Every file is written atomically."""
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import tarfile
@@ -131,9 +130,4 @@ def tarball(path: Path, files: list[Path]) -> Path:
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
-    def write(tmp: Path) -> None:
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, **arrays)
-        tmp.write_bytes(buffer.getvalue())
-
-    return atomic_write(path, write)
+    return atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import segmentation_models_pytorch as smp
 import torch
 
+from lensjobs.labels import NUM_CLASSES
 from lensjobs.models.inputs import crop, pad
 from lensjobs.models.store import ModelCard
 
-NUM_CLASSES = 4
 # A ResNet-18 encoder cut after its second stage (stride 8): 45x45 cutouts pad to 48 only,
 # and arcs (theta_E <= ~12 px) fit in its receptive field. Chosen by
 # benchmarks/segmenter_encoders.py (accuracy per MB and per ms).
