@@ -5,7 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test install lint weights clean
+.PHONY: demo test install system-packages lint weights clean
+# Debian packages the tests need: debootstrap (the HTCondor pool's root), chromium (gallery).
+DEBS := debootstrap chromium chromium-driver
+POOL := containers/minicondor/pool.sh
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +33,18 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
-	$(BIN)/pytest
+system-packages:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# The integration tests use a real personal HTCondor pool; it is taken down even on failure.
+test: lint system-packages
+	$(POOL) up
+	$(BIN)/pytest; status=$$?; $(POOL) down; exit $$status
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache .ruff_cache
