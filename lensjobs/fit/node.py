@@ -127,7 +127,9 @@ class Problem:
         )
 
 
-def _failure(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -> int:
+def _no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -> int:
+    """params.json without parameters. NO_ARCS is an answer (exit 0: the node is done);
+    FAILED means the inputs cannot be fitted (exit 2: a retry would fail the same way)."""
     outputs.write_json(
         out / "params.json",
         {
@@ -138,7 +140,7 @@ def _failure(out: Path, candidate_id: str, preset: str, flag: str, reason: str) 
             "versions": _versions(),
         },
     )
-    return EXIT_BAD_INPUT
+    return EXIT_DONE if flag == "NO_ARCS" else EXIT_BAD_INPUT
 
 
 def _prior_problem(candidate: Candidate) -> str:
@@ -181,15 +183,15 @@ def run_fit(
     out.mkdir(parents=True, exist_ok=True)
     preset = PRESETS[preset_name]
     if bool(candidate.prior.get("NO_ARCS", False)):
-        return _failure(
+        return _no_fit(
             out, candidate.id, preset.name, "NO_ARCS", "the segmenter found no arc pixels"
         )
     if not bool(candidate.prior.get("USABLE", True)) or not np.all(np.isfinite(candidate.cutout)):
         reason = candidate.prior.get("PROBLEM") or "non-finite pixels"
-        return _failure(out, candidate.id, preset.name, "FAILED", f"unusable pixels: {reason}")
+        return _no_fit(out, candidate.id, preset.name, "FAILED", f"unusable pixels: {reason}")
     bad_prior = _prior_problem(candidate)
     if bad_prior:
-        return _failure(out, candidate.id, preset.name, "FAILED", f"unusable prior: {bad_prior}")
+        return _no_fit(out, candidate.id, preset.name, "FAILED", f"unusable prior: {bad_prior}")
     try:
         problem = Problem(candidate, preset)
         sampler = problem.sampler()
@@ -212,7 +214,7 @@ def run_fit(
         # (memory, I/O) propagate and the node is retried.
         where = traceback.extract_tb(err.__traceback__)[-1]
         reason = f"{type(err).__name__}: {err} ({Path(where.filename).name}:{where.lineno})"
-        return _failure(out, candidate.id, preset.name, "FAILED", reason.replace("\n", " "))
+        return _no_fit(out, candidate.id, preset.name, "FAILED", reason.replace("\n", " "))
     return EXIT_DONE
 
 
