@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,6 +21,9 @@ from rich.progress import (
 from rich.table import Table
 
 from lensjobs.catalog import BANDS, CatalogError, open_catalog
+
+if TYPE_CHECKING:
+    from lensjobs.run import Run, RunSettings
 
 app = typer.Typer(
     help="Strong-lens candidate catalogues to lens models at HTCondor scale.",
@@ -130,6 +133,273 @@ def simulate(
     except OSError as error:
         fail(f"{out_file}: cannot write ({error.strerror or error}); choose a writable path")
     out.print(f"wrote {n} systems (seed {seed}) to {out_file}", highlight=False)
+
+
+# The workflow: submit, status, resubmit, pull.
+
+
+def _settings(**values) -> RunSettings:
+    from pydantic import ValidationError
+
+    from lensjobs.run import RunSettings, settings_error
+
+    try:
+        return RunSettings(**{k: v for k, v in values.items() if v is not None})
+    except ValidationError as error:
+        fail(settings_error(error))
+
+
+def _open_run(path: Path) -> Run:
+    from lensjobs.run import RunError, open_run
+
+    try:
+        return open_run(path)
+    except RunError as error:
+        fail(str(error))
+
+
+@app.command()
+def submit(
+    candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    name: Annotated[
+        str | None, typer.Option(help="Run name (default: the catalogue's file name).")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
+    preset: Annotated[str, typer.Option(help="Fit preset: standard, seed or quick.")] = "standard",
+    infer_gpus: Annotated[int, typer.Option(help="GPUs for the infer node: 1, or 0.")] = 1,
+    fit_memory: Annotated[str | None, typer.Option(help="Memory per fit, e.g. 1GB.")] = None,
+    fit_disk: Annotated[str | None, typer.Option(help="Disk per fit, e.g. 200MB.")] = None,
+    max_running_fits: Annotated[
+        int | None, typer.Option(help="Fit jobs queued at once (DAG MAXJOBS).")
+    ] = None,
+    container_image: Annotated[
+        str | None, typer.Option(help="Apptainer/Docker image for infer and fit jobs.")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Write the run; submit nothing.")] = False,
+    local: Annotated[bool, typer.Option(help="Run the DAG on this machine, no pool.")] = False,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="--local: nodes at once.")] = 2,
+) -> None:
+    """Validate a catalogue, write its run directory and DAG, and submit it."""
+    from lensjobs.dag import create_run
+    from lensjobs.run import NAME_PATTERN, RunError
+
+    if name is None:
+        name = candidates.name.removesuffix(".gz").removesuffix(".fits")
+        if not NAME_PATTERN.fullmatch(name):
+            fail(f"{candidates}: its file name is no run name; give --name (letters, digits, _ -)")
+    settings = _settings(
+        name=name,
+        preset=preset,
+        infer_gpus=infer_gpus,
+        fit_memory=fit_memory,
+        fit_disk=fit_disk,
+        max_running_fits=max_running_fits,
+        container_image=container_image,
+    )
+    executor = "local" if local else "condor"
+    try:
+        with progress_bar("validating", 1) as progress:
+            task = progress.task_ids[0]
+
+            def advance(n: int) -> None:
+                progress.update(task, advance=n)
+
+            run, found = create_run(candidates, runs_dir, settings, executor, advance)
+    except (CatalogError, RunError) as error:
+        fail(str(error))
+    skipped = f", {len(found.skipped)} skipped (bad cutouts)" if found.skipped else ""
+    out.print(f"wrote {run.dir}: {len(found.fit_ids)} fit nodes{skipped}", highlight=False)
+    for cid, reason in list(found.skipped.items())[:10]:
+        out.print(f"  skipped {cid}: {reason}", highlight=False)
+    if dry_run:
+        out.print(f"dry run: nothing submitted; the DAG is {run.dag}", highlight=False)
+        return
+    _start(run, executor, jobs)
+
+
+def _start(run: Run, executor: str, jobs: int) -> None:
+    """Submit to the schedd, or run here with --local; record it in run.json."""
+    from lensjobs.run import RunError, now
+
+    info = run.read_info()
+    if executor == "local":
+        info["submissions"].append({"time": now(), "executor": "local"})
+        run.write_info(info)
+        _run_local(run, jobs)
+        return
+    from lensjobs.condor import batch_name, submit_dag
+
+    try:
+        cluster = submit_dag(run)
+    except RunError as error:
+        fail(str(error))
+    info["submissions"].append({"time": now(), "executor": "condor", "cluster": cluster})
+    run.write_info(info)
+    out.print(
+        f"submitted DAG cluster {cluster}, batch name {batch_name(run)}\n"
+        f"  watch:   condor_q -dag -batch {batch_name(run)}\n"
+        f"           lensjobs status {run.dir} --watch\n"
+        f"  results: lensjobs pull {run.dir} --to DIR   (once it has finished)",
+        highlight=False,
+    )
+
+
+def _run_local(run: Run, jobs: int) -> None:
+    from lensjobs.dag import NodeState
+    from lensjobs.local import LocalDag
+
+    with progress_bar(f"running {run.name} locally", 1) as progress:
+        task = progress.task_ids[0]
+
+        def report(dag) -> None:
+            finished = (NodeState.DONE, NodeState.ERROR, NodeState.FUTILE)
+            nodes = dag.nodes.values()
+            progress.update(
+                task, total=len(dag.nodes), completed=sum(n.state in finished for n in nodes)
+            )
+
+        ok = LocalDag(run, jobs, report).execute()
+    _print_status(run)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def _print_status(run: Run) -> None:
+    from lensjobs.status import STATES, read_status
+
+    status = read_status(run)
+    counts = ", ".join(f"{status.counts[s]} {s}" for s in STATES if status.counts[s])
+    out.print(f"{run.name}: DAG {status.dag}; nodes: {counts or 'none yet'}", highlight=False)
+    if status.fits_total:
+        line = f"fits: {status.fits_finished}/{status.fits_total} finished"
+        if status.eta_seconds is not None:
+            line += f", about {_duration(status.eta_seconds)} to go"
+        out.print(line, highlight=False)
+    for problem in status.problems:
+        out.print(f"[red]{problem.state}[/] {problem.node}: {problem.reason}", highlight=False)
+        for line in problem.stderr:
+            out.print(f"    {line}", highlight=False, markup=False)
+    if status.dag == "failed":
+        out.print(f"fix the cause, then: lensjobs resubmit {run.dir}", highlight=False)
+    summary = run.summary / "index.html"
+    if status.finished and summary.exists():
+        out.print(f"gallery: {summary}", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    minutes = max(round(seconds / 60), 1)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+@app.command()
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    watch: Annotated[bool, typer.Option(help="Refresh until the DAG has finished.")] = False,
+    every: Annotated[float, typer.Option(min=1, help="--watch: seconds between refreshes.")] = 10,
+) -> None:
+    """Where a run stands: nodes by state, progress, ETA, and why nodes failed or are held."""
+    import time
+
+    from lensjobs.status import read_status
+
+    run = _open_run(run_dir)
+    if not watch:
+        _print_status(run)
+        return
+    with progress_bar(f"{run.name}: fits", 1) as progress:
+        task = progress.task_ids[0]
+        while not (current := read_status(run)).finished:
+            progress.update(task, total=current.fits_total or 1, completed=current.fits_finished)
+            time.sleep(every)
+    _print_status(run)
+
+
+@app.command()
+def resubmit(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    preset: Annotated[str | None, typer.Option(help="New fit preset for nodes that run.")] = None,
+    fit_memory: Annotated[str | None, typer.Option(help="New memory per fit, e.g. 2GB.")] = None,
+    nodes: Annotated[
+        str | None, typer.Option(help="Candidate IDs (comma-separated) to fit again.")
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="--local: nodes at once.")] = 2,
+) -> None:
+    """Run failed (and --nodes) fits again through the rescue DAG; DONE fits never rerun."""
+    from lensjobs.catalog import SAFE_ID
+    from lensjobs.dag import fit_node, read_dag, render_submit_files, rerun_nodes
+
+    run = _open_run(run_dir)
+    _refuse_while_queued(run)
+    info = run.read_info()
+    ids = [i.strip() for i in nodes.split(",") if i.strip()] if nodes else []
+    known = read_dag(run.dag).nodes
+    for cid in ids:
+        if not SAFE_ID.fullmatch(cid) or fit_node(cid) not in known:
+            fail(f"--nodes {cid!r}: no such fit node in {run.dag}; give candidate IDs")
+    if not ids and not run.rescue_dags():
+        fail(
+            f"{run.dir}: nothing to resubmit (no rescue DAG: every node finished); "
+            "use --nodes ID,... to fit chosen candidates again"
+        )
+    changes = {k: v for k, v in {"preset": preset, "fit_memory": fit_memory}.items() if v}
+    settings = _settings(**(info["settings"] | changes))
+    if changes:
+        # DONE nodes do not run again, so new settings reach only the nodes that will.
+        render_submit_files(run.dir, run.dir, settings, info["input"]["candidates"])
+        info["settings"] = settings.model_dump()
+        run.write_info(info)
+    if ids:
+        rescue = rerun_nodes(run, [fit_node(cid) for cid in ids])
+        out.print(f"wrote {rescue.name}: {len(ids)} fit(s) forced to run again", highlight=False)
+    _start(run, info["executor"], jobs)
+
+
+def _refuse_while_queued(run: Run) -> None:
+    from lensjobs.condor import dag_queued
+    from lensjobs.local import running_here
+
+    submissions = run.read_info()["submissions"]
+    last = submissions[-1] if submissions else {}
+    if last.get("executor") == "condor":
+        queued = dag_queued(last["cluster"])
+        if queued is None:  # the schedd cannot say; DAGMan holds its lock file while it runs
+            queued = (run.dir / f"{run.DAG}.lock").exists()
+    else:
+        queued = running_here(run)
+    if queued:
+        fail(
+            f"{run.dir}: its DAG is still queued or running; wait for it "
+            f"(lensjobs status {run.dir}) or remove it with condor_rm first"
+        )
+
+
+@app.command()
+def pull(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    to: Annotated[Path, typer.Option(help="Where to put the results.")],
+) -> None:
+    """Verify result tarballs against the manifest, extract them and the summary."""
+    from lensjobs.pull import pull_results
+    from lensjobs.run import RunError
+
+    run = _open_run(run_dir)
+    try:
+        pulled = pull_results(run, to)
+    except RunError as error:
+        fail(str(error))
+    out.print(
+        f"extracted {len(pulled.extracted)} fit result(s) to {to / 'nodes'} and the summary "
+        f"to {to / 'summary'}",
+        highlight=False,
+    )
+    for cid in pulled.missing:
+        out.print(f"[yellow]missing[/] {cid}: no result tarball", highlight=False)
+    for line in pulled.failed:
+        out.print(f"[yellow]failed[/] {line}", highlight=False, markup=False)
+    if pulled.corrupt:
+        for name in pulled.corrupt:
+            err.print(f"[red]checksum mismatch[/] {name}: not extracted", highlight=False)
+        raise typer.Exit(1)
 
 
 class Network(StrEnum):
@@ -275,6 +545,27 @@ def node_fit(
         line += f" ({params['reason']})" if params["reason"] else ""
         (out if code == 0 else err).print(line, highlight=False)
     raise typer.Exit(code)
+
+
+@node_app.command("aggregate")
+def node_aggregate(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes for the PNGs (default: all cores).")
+    ] = None,
+) -> None:
+    """The FINAL node: summary PNGs, catalogue, failed.txt, gallery and result tarballs."""
+    from lensjobs.aggregate import aggregate_run
+
+    run = _open_run(run_dir)
+    with progress_bar("summarising", run.read_info()["input"]["candidates"]) as progress:
+        report = aggregate_run(run.dir, workers, _advance(progress))
+    counts = ", ".join(f"{n} {flag}" for flag, n in report.by_flag.items() if n)
+    out.print(
+        f"{report.candidates} candidates: {counts or 'no fits'}; {report.failed} not fitted "
+        f"(failed.txt); {report.cpu_hours:.2f} CPU h\ngallery: {run.summary / 'index.html'}",
+        highlight=False,
+    )
 
 
 def main() -> None:

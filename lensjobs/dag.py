@@ -1,0 +1,316 @@
+"""Write a run: validate the catalogue, then render ``submit/`` and ``jobs/`` into a new run
+directory and write ``lensjobs.dag``. Orchestration only: the science is in the node
+commands the DAG runs (``lensjobs node infer|split|fit|aggregate``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+
+from lensjobs.catalog import CatalogError, open_catalog
+from lensjobs.run import Run, RunError, RunSettings, now, sha256_of, versions
+
+PROJECT = Path(__file__).resolve().parents[1]
+TEMPLATES = PROJECT / "submit"
+WRAPPERS = PROJECT / "jobs"
+SUBMIT_FILES = ("infer.sub", "fit.sub", "aggregate.sub", "dagman.config")
+STATUS_EVERY_S = 30
+_TOKEN = re.compile(r"{{(\w+)}}")
+_MACRO = re.compile(r"\$\((\w+)\)")
+
+
+def fit_node(cid: str) -> str:
+    return f"fit_{cid}"
+
+
+def node_id(node: str) -> str | None:
+    """The candidate ID of a fit node's name; None for infer and aggregate."""
+    return node.removeprefix("fit_") if node.startswith("fit_") else None
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """What validation found: the IDs that get a fit node, and the skipped ones with why."""
+
+    n: int
+    fit_ids: list[str]
+    skipped: dict[str, str]
+
+
+def validate_candidates(path: Path, progress: Callable[[int], None] | None = None) -> Candidates:
+    with open_catalog(path) as catalog:
+        skipped = {p.id: p.reason for p in catalog.scan(progress=progress)}
+        fit_ids = [cid for cid in catalog.ids if cid not in skipped]
+        if not fit_ids:
+            raise CatalogError(f"{path}: no usable cutout; nothing to fit")
+        return Candidates(catalog.n, fit_ids, skipped)
+
+
+def render(text: str, values: dict[str, str], where: str) -> str:
+    """Fill ``{{name}}`` tokens; every token must have a value."""
+
+    def fill(match: re.Match[str]) -> str:
+        if match[1] not in values:
+            raise KeyError(f"{where}: no value for {{{{{match[1]}}}}}")
+        return values[match[1]]
+
+    return _TOKEN.sub(fill, text)
+
+
+def _environment(python: str, container: bool) -> str:
+    # In a container the image's python3 has lensjobs; otherwise the submitter's does.
+    return "" if container else f"LENSJOBS_PYTHON={python}"
+
+
+def template_values(run_dir: Path, settings: RunSettings, input_bytes: int, n: int) -> dict:
+    image = settings.container_image
+    return {
+        "run": str(run_dir),
+        "preset": settings.preset,
+        "checkpoint_every": str(settings.checkpoint_every),
+        "fit_memory": f"{settings.fit_memory}MB",
+        "fit_disk": f"{settings.fit_disk}MB",
+        "infer_gpus": str(settings.infer_gpus),
+        "infer_cpus": str(settings.infer_cpus),
+        "infer_memory": f"{settings.infer_memory}MB",
+        # The catalogue, priors.fits (int16 maps: ~17 kB per candidate) and room to spare.
+        "infer_disk": f"{(2 * input_bytes + n * 17_000) // 1_000_000 + 1000}MB",
+        "environment": _environment(sys.executable, image is not None),
+        "ap_environment": _environment(sys.executable, False),
+        "container": f"container_image           = {image}" if image else "",
+    }
+
+
+def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, n: int) -> None:
+    """Write the submit files into ``target`` with paths for a run living at ``run_dir``."""
+    input_bytes = (target / "candidates.fits").stat().st_size
+    values = template_values(run_dir, settings, input_bytes, n)
+    for name in SUBMIT_FILES:
+        text = render((TEMPLATES / name).read_text(), values, str(TEMPLATES / name))
+        (target / name).write_text(text)
+
+
+def dag_lines(fit_ids: Iterable[str], settings: RunSettings, python: str) -> Iterable[str]:
+    yield "# lensjobs DAG: infer -> one fit node per candidate -> FINAL aggregate."
+    yield "# Written by `lensjobs submit`; `lensjobs resubmit` reruns failed nodes via rescue DAGs."
+    yield "CONFIG dagman.config"
+    yield f"NODE_STATUS_FILE {Run.DAG}.status {STATUS_EVERY_S}"
+    yield ""
+    yield "JOB infer infer.sub"
+    yield f"SCRIPT POST infer jobs/split.sh {python} $RETURN"
+    yield "RETRY infer 2 UNLESS-EXIT 2"
+    yield ""
+    children = []
+    for cid in fit_ids:
+        node = fit_node(cid)
+        children.append(node)
+        yield f"JOB {node} fit.sub"
+        yield f'VARS {node} ID="{cid}"'
+        yield f"RETRY {node} 2 UNLESS-EXIT 2"
+        yield f"CATEGORY {node} fits"
+    yield ""
+    yield f"MAXJOBS fits {settings.max_running_fits}"
+    for start in range(0, len(children), 100):
+        yield "PARENT infer CHILD " + " ".join(children[start : start + 100])
+    yield ""
+    yield "FINAL aggregate aggregate.sub"
+    yield "SCRIPT POST aggregate jobs/final.sh $RETURN $FAILED_COUNT"
+
+
+def write_dag(run: Run, fit_ids: list[str], settings: RunSettings) -> None:
+    with run.dag.open("w") as f:
+        for line in dag_lines(fit_ids, settings, sys.executable):
+            f.write(line + "\n")
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
+
+
+def create_run(
+    input_path: Path,
+    runs_dir: Path,
+    settings: RunSettings,
+    executor: str,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[Run, Candidates]:
+    """Validate, then write the whole run directory under a temporary name and rename it into
+    place, so a failure leaves nothing behind."""
+    candidates = validate_candidates(input_path, progress)
+    run = Run(runs_dir.resolve() / settings.name)
+    if run.dir.exists():
+        raise RunError(
+            f"{run.dir} already exists; choose another --name, or use "
+            f"'lensjobs resubmit {run.dir}' to go on with that run"
+        )
+    building = run.dir.with_name(f".{settings.name}.partial{os.getpid()}")
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        building.mkdir(parents=True)
+        staged = Run(building)
+        for sub in ("infer", "nodes", "results", "summary"):
+            (building / sub).mkdir()
+        shutil.copytree(WRAPPERS, building / "jobs")
+        _link_or_copy(input_path, staged.candidates)
+        # Paths inside the files are the final ones: the directory is renamed, not moved.
+        render_submit_files(building, run.dir, settings, candidates.n)
+        write_dag(staged, candidates.fit_ids, settings)
+        staged.write_info(
+            {
+                "name": settings.name,
+                "created": now(),
+                "executor": executor,
+                "input": {
+                    "path": str(input_path.resolve()),
+                    "sha256": sha256_of(input_path),
+                    "candidates": candidates.n,
+                    "fits": len(candidates.fit_ids),
+                },
+                "skipped": candidates.skipped,
+                "settings": settings.model_dump(),
+                "versions": versions(),
+                "submissions": [],
+            }
+        )
+        building.rename(run.dir)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return run, candidates
+
+
+# Reading a DAG back: the subset of the DAG and submit languages written above, for the
+# local executor and `lensjobs status`.
+
+
+class NodeState(IntEnum):
+    """DAGMan's node status numbers, as they appear in the node status file (its
+    DagStatus uses them too: 3 running, 5 succeeded, 6 failed)."""
+
+    NOT_READY = 0
+    READY = 1
+    SUBMITTED = 3
+    POSTRUN = 4
+    DONE = 5
+    ERROR = 6
+    FUTILE = 7
+
+
+@dataclass
+class Node:
+    name: str
+    submit: str
+    vars: dict[str, str] = field(default_factory=dict)
+    parents: list[str] = field(default_factory=list)
+    retry: int = 0
+    unless_exit: int | None = None
+    post: list[str] = field(default_factory=list)
+    category: str | None = None
+    final: bool = False
+    state: NodeState = NodeState.NOT_READY
+    details: str = ""
+    retries: int = 0
+
+
+@dataclass
+class Dag:
+    nodes: dict[str, Node]
+    maxjobs: dict[str, int]
+    status_every: int
+
+
+def read_dag(path: Path) -> Dag:
+    nodes: dict[str, Node] = {}
+    maxjobs: dict[str, int] = {}
+    status_every = 30
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        words = shlex.split(raw, comments=True)
+        if not words:
+            continue
+        keyword, args = words[0].upper(), words[1:]
+        if keyword in ("JOB", "FINAL"):
+            nodes[args[0]] = Node(args[0], args[1], final=keyword == "FINAL")
+        elif keyword == "VARS":
+            nodes[args[0]].vars.update(a.split("=", 1) for a in args[1:])
+        elif keyword == "RETRY":
+            nodes[args[0]].retry = int(args[1])
+            if len(args) > 3 and args[2].upper() == "UNLESS-EXIT":
+                nodes[args[0]].unless_exit = int(args[3])
+        elif keyword == "SCRIPT" and args[0].upper() == "POST":
+            nodes[args[1]].post = args[2:]
+        elif keyword == "CATEGORY":
+            nodes[args[0]].category = args[1]
+        elif keyword == "MAXJOBS":
+            maxjobs[args[0]] = int(args[1])
+        elif keyword == "PARENT":
+            split = [w.upper() for w in args].index("CHILD")
+            for child in args[split + 1 :]:
+                nodes[child].parents.extend(args[:split])
+        elif keyword == "NODE_STATUS_FILE":
+            status_every = int(args[1]) if len(args) > 1 else status_every
+        elif keyword != "CONFIG":
+            raise RunError(f"{path}:{number}: '{keyword}' is not something --local runs")
+    return Dag(nodes, maxjobs, status_every)
+
+
+def done_in_rescue(run: Run) -> set[str]:
+    """Nodes the latest rescue DAG marks DONE (DAGMan's own rule for a resubmitted DAG)."""
+    rescues = run.rescue_dags()
+    if not rescues:
+        return set()
+    lines = rescues[-1].read_text().splitlines()
+    return {line.split()[1] for line in lines if line.startswith("DONE ")}
+
+
+def read_submit(path: Path, macros: dict[str, str]) -> dict[str, str]:
+    """key = value lines of a submit file, $(MACRO)s expanded from the node's VARS."""
+    description = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        description[key.lower()] = _MACRO.sub(lambda m: macros.get(m[1], m[0]), value)
+    return description
+
+
+def done_nodes(run: Run) -> set[str]:
+    """Nodes that finished: the latest rescue DAG's DONE list, or, when the DAG ended
+    without one (it succeeded), every DONE node in the status file."""
+    from lensjobs.status import read_status_file
+
+    if run.rescue_dags():
+        return done_in_rescue(run)
+    _, ads = read_status_file(run.status_file)
+    return {ad["Node"] for ad in ads if ad.get("NodeStatus") == NodeState.DONE}
+
+
+def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:
+    """The next partial rescue DAG, in DAGMan's format: DONE nodes are skipped when the DAG is
+    submitted again (DAGMan picks the highest-numbered one itself)."""
+    previous = run.rescue_dags()
+    number = int(previous[-1].name[-3:]) + 1 if previous else 1
+    path = run.dir / f"{Run.DAG}.rescue{number:03d}"
+    lines = [
+        *(f"# {line}" for line in comments),
+        "# Rescue DAG version: 2.0.1 (partial)",
+        "",
+        *(f"DONE {name}" for name in sorted(done)),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def rerun_nodes(run: Run, nodes: list[str]) -> Path:
+    """Write the next rescue DAG with ``nodes`` no longer DONE, so they run again."""
+    comments = [f"Written by `lensjobs resubmit --nodes` for {Run.DAG}: {len(nodes)} forced."]
+    return write_rescue(run, done_nodes(run) - set(nodes), comments)

@@ -1,0 +1,72 @@
+"""``lensjobs pull``: copy a run's results somewhere else, verified: every fit tarball is
+checked against results/MANIFEST (sha256, written by the aggregate node) before it is
+extracted, then the summary tarball is extracted beside them."""
+
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lensjobs.catalog import SAFE_ID
+from lensjobs.dag import node_id, read_dag
+from lensjobs.run import Run, RunError, sha256_of
+
+
+@dataclass
+class Pulled:
+    extracted: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    corrupt: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """sha256sum's format: '<hex>  <file>' per line -> {file: hex}."""
+    entries = {}
+    for line in path.read_text().splitlines():
+        digest, _, name = line.partition("  ")
+        if digest and name:
+            entries[name.strip()] = digest.strip()
+    return entries
+
+
+def summary_tarball(run: Run) -> Path:
+    return run.summary / f"lensjobs_{run.name}_results.tar.gz"
+
+
+def _extract(tarball: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tarball) as tar:
+        tar.extractall(into, filter="data")  # no absolute paths, links out or devices
+
+
+def pull_results(run: Run, to: Path) -> Pulled:
+    manifest = run.results / "MANIFEST"
+    summary = summary_tarball(run)
+    if not manifest.exists() or not summary.exists():
+        raise RunError(
+            f"{run.dir}: no results yet (results/MANIFEST or the summary tarball is missing); "
+            f"the aggregate node writes them when the DAG ends (lensjobs status {run.dir})"
+        )
+    pulled = Pulled()
+    entries = read_manifest(manifest)
+    for name, digest in sorted(entries.items()):
+        cid = name.removesuffix(".tar.gz")
+        if not SAFE_ID.fullmatch(cid) or name != f"{cid}.tar.gz":
+            raise RunError(f"{manifest}: {name!r} is not a result tarball name; is it damaged?")
+        tarball = run.results / name
+        if not tarball.exists() or sha256_of(tarball) != digest:
+            pulled.corrupt.append(name)
+            continue
+        _extract(tarball, to / "nodes")
+        pulled.extracted.append(cid)
+    _extract(summary, to / "summary")
+    failed = to / "summary" / "failed.txt"
+    if failed.exists():
+        lines = failed.read_text().splitlines()
+        pulled.failed = [line for line in lines if line.strip() and not line.startswith("#")]
+    reported = {line.split("\t")[0] for line in pulled.failed}
+    fits = [cid for node in read_dag(run.dag).nodes if (cid := node_id(node))]
+    pulled.missing = [c for c in fits if f"{c}.tar.gz" not in entries and c not in reported]
+    return pulled

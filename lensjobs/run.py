@@ -1,0 +1,173 @@
+"""A run directory: its settings (run.json) and where each of its files lives.
+
+``lensjobs submit`` makes one per submission (see DESIGN.md); every later command
+(status, resubmit, pull, the local executor) finds its way around it through ``Run``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
+
+from lensjobs.files import atomic_write
+from lensjobs.fit.presets import PRESETS
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", re.IGNORECASE)
+_MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+class RunError(Exception):
+    """A run directory or a setting that cannot be used; the message is one line."""
+
+
+def megabytes(value: Any) -> int:
+    """HTCondor's way of writing sizes ('2GB', '1500MB', '2 G', a bare number = MB)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        amount, unit = float(value), ""
+    else:
+        match = _MEMORY.fullmatch(str(value).strip())
+        if not match:
+            raise ValueError(f"{value!r} is not a size; write it like 2GB or 1500MB")
+        amount, unit = float(match[1]), match[2].upper()
+    mb = round(amount * _MB_PER_UNIT[unit])
+    if mb < 1:
+        raise ValueError(f"{value!r} is less than 1 MB")
+    return mb
+
+
+Megabytes = Annotated[int, BeforeValidator(megabytes)]
+
+
+class RunSettings(BaseModel, extra="forbid"):
+    """What a run asks of the pool. Memory and disk defaults are measured (BENCHMARKS.md)."""
+
+    name: str = Field(pattern=NAME_PATTERN.pattern)
+    preset: str = "standard"
+    infer_gpus: Literal[0, 1] = 1
+    infer_cpus: int = Field(default=2, ge=1)
+    infer_memory: Megabytes = 4096
+    fit_memory: Megabytes = 1024
+    fit_disk: Megabytes = 200
+    max_running_fits: int = Field(default=1000, ge=1)
+    checkpoint_every: int = Field(default=1800, ge=1)
+    container_image: str | None = None
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        if preset not in PRESETS:
+            raise ValueError(f"unknown; choose one of {', '.join(PRESETS)}")
+        return preset
+
+
+def settings_error(error: ValidationError) -> str:
+    """pydantic's report as one line naming the option."""
+    first = error.errors()[0]
+    where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "string_pattern_mismatch":
+        message = "use 1-64 letters, digits, '_' or '-'"
+    return f"{where} {first.get('input')!r}: {message}"
+
+
+def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def versions() -> dict[str, str]:
+    packages = ("lensjobs", "lenstronomy", "torch", "htcondor")
+    return {"python": sys.version.split()[0]} | {p: version(p) for p in packages}
+
+
+@dataclass(frozen=True)
+class Run:
+    """Paths inside one run directory (DESIGN.md's layout)."""
+
+    dir: Path
+
+    DAG = "lensjobs.dag"
+
+    @property
+    def name(self) -> str:
+        return self.dir.name
+
+    @property
+    def info_file(self) -> Path:
+        return self.dir / "run.json"
+
+    @property
+    def candidates(self) -> Path:
+        return self.dir / "candidates.fits"
+
+    @property
+    def dag(self) -> Path:
+        return self.dir / self.DAG
+
+    @property
+    def status_file(self) -> Path:
+        return self.dir / f"{self.DAG}.status"
+
+    @property
+    def nodes_log(self) -> Path:
+        return self.dir / f"{self.DAG}.nodes.log"
+
+    @property
+    def priors(self) -> Path:
+        return self.dir / "infer" / "priors.fits"
+
+    def node_dir(self, cid: str) -> Path:
+        return self.dir / "nodes" / cid
+
+    @property
+    def results(self) -> Path:
+        return self.dir / "results"
+
+    @property
+    def summary(self) -> Path:
+        return self.dir / "summary"
+
+    def rescue_dags(self) -> list[Path]:
+        """DAGMan's rescue DAGs, oldest first."""
+        found = self.dir.glob(f"{self.DAG}.rescue[0-9][0-9][0-9]")
+        return sorted(found, key=lambda p: int(p.name[-3:]))
+
+    def read_info(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.info_file.read_text())
+        except FileNotFoundError:
+            raise RunError(
+                f"{self.dir}: not a lensjobs run (no run.json); give the directory "
+                "'lensjobs submit' made"
+            ) from None
+        except (OSError, ValueError) as error:
+            raise RunError(f"{self.info_file}: unreadable ({error})") from None
+
+    def settings(self) -> RunSettings:
+        return RunSettings(**self.read_info()["settings"])
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        text = json.dumps(info, indent=2) + "\n"
+        atomic_write(self.info_file, lambda tmp: tmp.write_text(text))
+
+
+def open_run(path: Path) -> Run:
+    run = Run(path.resolve())
+    run.read_info()
+    return run
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
