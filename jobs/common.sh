@@ -14,6 +14,6 @@ run_node() {
   local code=$?
   case $code in
     0 | 2 | 85) return $code ;;
-    *) echo "lensjobs node $1 ended with exit code $code (retried)" >&2; return 1 ;;
+    *) echo "lensjobs node $1 ended with exit code $code (a fault, not bad input)" >&2; return 1 ;;
   esac
 }

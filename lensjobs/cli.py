@@ -237,7 +237,7 @@ def _start(run: Run, executor: str, jobs: int) -> None:
     run.write_info(info)
     out.print(
         f"submitted DAG cluster {cluster}, batch name {batch_name(run)}\n"
-        f"  watch:   condor_q -dag -batch {batch_name(run)}\n"
+        f"  watch:   condor_q   (condor_q -dag -nobatch for its nodes)\n"
         f"           lensjobs status {run.dir} --watch\n"
         f"  results: lensjobs pull {run.dir} --to DIR   (once it has finished)",
         highlight=False,
@@ -388,8 +388,8 @@ def pull(
     except RunError as error:
         fail(str(error))
     out.print(
-        f"extracted {len(pulled.extracted)} fit result(s) to {to / 'nodes'} and the summary "
-        f"to {to / 'summary'}",
+        f"extracted {len(pulled.extracted)} fit result(s) to {to / 'nodes'}; "
+        f"gallery: {pulled.summary / 'index.html'}",
         highlight=False,
     )
     for cid in pulled.missing:
@@ -398,7 +398,11 @@ def pull(
         out.print(f"[yellow]failed[/] {line}", highlight=False, markup=False)
     if pulled.corrupt:
         for name in pulled.corrupt:
-            err.print(f"[red]checksum mismatch[/] {name}: not extracted", highlight=False)
+            err.print(
+                f"[red]not trusted[/] {name}: its sha256 differs from the manifest "
+                "(damaged or changed since the aggregate node ran)",
+                highlight=False,
+            )
         raise typer.Exit(1)
 
 

@@ -1,6 +1,8 @@
-"""``lensjobs pull``: copy a run's results somewhere else, verified: every fit tarball is
+"""``lensjobs pull``: copy a run's results somewhere else, verified. Every fit tarball is
 checked against results/MANIFEST (sha256, written by the aggregate node) before it is
-extracted, then the summary tarball is extracted beside them."""
+extracted into DIR/nodes/<ID>/; the summary tarball goes to DIR/lensjobs_<name>_results/
+and its members are checked against its own MANIFEST. The gallery's links to
+../nodes/<ID>/ then work in DIR as they do in the run directory."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from lensjobs.run import Run, RunError, sha256_of
 
 @dataclass
 class Pulled:
+    summary: Path
     extracted: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
@@ -49,7 +52,7 @@ def pull_results(run: Run, to: Path) -> Pulled:
             f"{run.dir}: no results yet (results/MANIFEST or the summary tarball is missing); "
             f"the aggregate node writes them when the DAG ends (lensjobs status {run.dir})"
         )
-    pulled = Pulled()
+    pulled = Pulled(to / summary.name.removesuffix(".tar.gz"))
     entries = read_manifest(manifest)
     for name, digest in sorted(entries.items()):
         cid = name.removesuffix(".tar.gz")
@@ -61,8 +64,12 @@ def pull_results(run: Run, to: Path) -> Pulled:
             continue
         _extract(tarball, to / "nodes")
         pulled.extracted.append(cid)
-    _extract(summary, to / "summary")
-    failed = to / "summary" / "failed.txt"
+    _extract(summary, to)
+    for name, digest in read_manifest(pulled.summary / "MANIFEST").items():
+        member = pulled.summary / name
+        if not member.is_file() or sha256_of(member) != digest:
+            pulled.corrupt.append(f"{summary.name}:{name}")
+    failed = pulled.summary / "failed.txt"
     if failed.exists():
         lines = failed.read_text().splitlines()
         pulled.failed = [line for line in lines if line.strip() and not line.startswith("#")]

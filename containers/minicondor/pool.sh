@@ -68,6 +68,8 @@ configure() {
 mount_all() {
   mountpoint -q "$ROOT/proc" || mount -t proc proc "$ROOT/proc"
   mountpoint -q "$ROOT/dev" || mount --bind /dev "$ROOT/dev"
+  # Python's multiprocessing locks need a writable /dev/shm (a separate mount on the host).
+  mountpoint -q "$ROOT/dev/shm" || mount -t tmpfs -o mode=1777 shm "$ROOT/dev/shm"
   mkdir -p "$SHARE" && chmod 1777 "$SHARE"
   bind "$PYTHON_PREFIX" ro
   bind "$REPO" ro
