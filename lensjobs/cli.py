@@ -53,7 +53,8 @@ def progress_bar(description: str, total: int) -> Iterator[Progress]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=err, transient=True) as progress:
+    # No bar where stderr is a file (job logs, pipes): it would only leave blank lines there.
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         progress.add_task(description, total=total)
         yield progress
 
@@ -326,7 +327,7 @@ def resubmit(
 ) -> None:
     """Run failed (and --nodes) fits again through the rescue DAG; DONE fits never rerun."""
     from lensjobs.catalog import SAFE_ID
-    from lensjobs.dag import fit_node, read_dag, render_submit_files, rerun_nodes
+    from lensjobs.dag import dag_succeeded, fit_node, read_dag, render_submit_files, rerun_nodes
 
     run = _open_run(run_dir)
     _refuse_while_queued(run)
@@ -336,7 +337,7 @@ def resubmit(
     for cid in ids:
         if not SAFE_ID.fullmatch(cid) or fit_node(cid) not in known:
             fail(f"--nodes {cid!r}: no such fit node in {run.dag}; give candidate IDs")
-    if not ids and not run.rescue_dags():
+    if not ids and (dag_succeeded(run) or not run.rescue_dags()):
         fail(
             f"{run.dir}: nothing to resubmit (no rescue DAG: every node finished); "
             "use --nodes ID,... to fit chosen candidates again"

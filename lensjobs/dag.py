@@ -283,15 +283,23 @@ def read_submit(path: Path, macros: dict[str, str]) -> dict[str, str]:
     return description
 
 
-def done_nodes(run: Run) -> set[str]:
-    """Nodes that finished: the latest rescue DAG's DONE list, or, when the DAG ended
-    without one (it succeeded), every DONE node in the status file."""
+def dag_succeeded(run: Run) -> bool:
+    """Whether the DAG's last run ended well (DagStatus DONE in the node status file)."""
     from lensjobs.status import read_status_file
 
-    if run.rescue_dags():
-        return done_in_rescue(run)
-    _, ads = read_status_file(run.status_file)
-    return {ad["Node"] for ad in ads if ad.get("NodeStatus") == NodeState.DONE}
+    dag, _ = read_status_file(run.status_file)
+    return dag.get("DagStatus") == NodeState.DONE
+
+
+def done_nodes(run: Run) -> set[str]:
+    """Nodes that finished: every DONE node of a DAG that succeeded, else the latest rescue
+    DAG's DONE list (what DAGMan itself would skip)."""
+    from lensjobs.status import read_status_file
+
+    if dag_succeeded(run) or not run.rescue_dags():
+        _, ads = read_status_file(run.status_file)
+        return {ad["Node"] for ad in ads if ad.get("NodeStatus") == NodeState.DONE}
+    return done_in_rescue(run)
 
 
 def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:

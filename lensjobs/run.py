@@ -50,7 +50,7 @@ Megabytes = Annotated[int, BeforeValidator(megabytes)]
 class RunSettings(BaseModel, extra="forbid"):
     """What a run asks of the pool. Memory and disk defaults are measured (BENCHMARKS.md)."""
 
-    name: str = Field(pattern=NAME_PATTERN.pattern)
+    name: str = Field(pattern=f"^{NAME_PATTERN.pattern}$")
     preset: str = "standard"
     infer_gpus: Literal[0, 1] = 1
     infer_cpus: int = Field(default=2, ge=1)
@@ -102,7 +102,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return self.dir.name
+        """The run's name as submitted (the directory may have been moved or copied)."""
+        return self.read_info()["name"]
 
     @property
     def info_file(self) -> Path:

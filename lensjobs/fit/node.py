@@ -128,9 +128,10 @@ class Problem:
 
 
 def _no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -> int:
-    """params.json without parameters. NO_ARCS is an answer (exit 0: the node is done);
-    FAILED means the inputs cannot be fitted (exit 2: a retry would fail the same way)."""
-    outputs.write_json(
+    """params.json without parameters, and the tarball every fit node leaves. NO_ARCS is an
+    answer (exit 0: the node is done); FAILED means the inputs cannot be fitted (exit 2: a
+    retry would fail the same way)."""
+    params = outputs.write_json(
         out / "params.json",
         {
             "id": candidate_id,
@@ -140,6 +141,7 @@ def _no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -
             "versions": _versions(),
         },
     )
+    outputs.tarball(out / f"{candidate_id}.tar.gz", [params])
     return EXIT_DONE if flag == "NO_ARCS" else EXIT_BAD_INPUT
 
 

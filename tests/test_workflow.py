@@ -1,0 +1,222 @@
+"""The workflow on this machine: `submit --dry-run` writes a DAG HTCondor accepts the shape
+of, `submit --local` runs it (real networks, real quick fits), and status, resubmit and
+pull behave as on a pool. The pool itself is exercised in test_pool.py."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from lensjobs.fit.node import read_candidate, write_candidate
+from lensjobs.simulate import simulate_catalog
+from conftest import run_cli
+
+BROKEN = 2  # row whose cutout gets NaNs: validated, skipped, reported
+
+
+def with_broken_cutout(source: Path, target: Path, row: int = BROKEN) -> Path:
+    with fits.open(source) as hdul:
+        hdul["IMAGES"].data[row, 1, 10:20, 10:20] = np.nan
+        hdul.writeto(target)
+    return target
+
+
+def catalogue_ids(path: Path) -> list[str]:
+    with fits.open(path) as hdul:
+        return [str(i) for i in hdul["CATALOG"].data["COADD_OBJECT_ID"]]
+
+
+@pytest.fixture(scope="module")
+def candidates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("workflow")
+    clean = simulate_catalog(folder / "clean.fits", 5, seed=21, workers=2)
+    return with_broken_cutout(clean, folder / "candidates.fits")
+
+
+@pytest.fixture(scope="module")
+def local_run(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    result = run_cli(
+        "submit", candidates, "--runs-dir", runs, "--local", "-j", "2",
+        "--preset", "quick", "--infer-gpus", "0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return runs / "candidates"
+
+
+def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Path) -> None:
+    result = run_cli(
+        "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--name", "dry",
+        "--fit-memory", "2GB", "--max-running-fits", "7", "--container-image", "osg/lensjobs:1",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "dry"
+    ids = catalogue_ids(candidates)
+    broken = ids[BROKEN]
+    assert f"skipped {broken}: " in result.stdout
+    dag = (run / "lensjobs.dag").read_text()
+    fit_nodes = re.findall(r"^JOB (fit_\S+) fit\.sub$", dag, re.MULTILINE)
+    assert fit_nodes == [f"fit_{i}" for i in ids if i != broken]
+    for node in fit_nodes:
+        assert f"RETRY {node} 2 UNLESS-EXIT 2" in dag
+        assert f"CATEGORY {node} fits" in dag
+    assert "JOB infer infer.sub" in dag
+    assert "SCRIPT POST infer jobs/split.sh" in dag
+    assert "MAXJOBS fits 7" in dag
+    assert "FINAL aggregate aggregate.sub" in dag
+    assert "SCRIPT POST aggregate jobs/final.sh $RETURN $FAILED_COUNT" in dag
+    assert "NODE_STATUS_FILE lensjobs.dag.status" in dag
+    assert set(re.findall(r"^PARENT infer CHILD (.+)$", dag, re.MULTILINE)[0].split()) == set(
+        fit_nodes
+    )
+    fit_sub = (run / "fit.sub").read_text()
+    assert "{{" not in fit_sub
+    assert re.search(r"^request_cpus\s+= 1$", fit_sub, re.MULTILINE)
+    assert re.search(r"^request_memory\s+= 2048MB$", fit_sub, re.MULTILINE)
+    assert re.search(r"^checkpoint_exit_code\s+= 85$", fit_sub, re.MULTILINE)
+    assert re.search(r"^transfer_checkpoint_files\s+= checkpoint.npz$", fit_sub, re.MULTILINE)
+    assert re.search(r"^container_image\s+= osg/lensjobs:1$", fit_sub, re.MULTILINE)
+    assert re.search(r"^request_gpus\s+= 1$", (run / "infer.sub").read_text(), re.MULTILINE)
+    info = json.loads((run / "run.json").read_text())
+    assert info["settings"]["fit_memory"] == 2048
+    assert info["input"]["fits"] == len(ids) - 1
+    assert info["skipped"][broken] == "100 NaN/Inf pixels"
+    assert info["submissions"] == []
+    status = run_cli("status", run)
+    assert status.returncode == 0
+    assert "DAG not started" in status.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fit-memory", "lots"], "error: --fit-memory 'lots': 'lots' is not a size; write it"),
+        (["--preset", "fast"], "error: --preset 'fast': unknown; choose one of"),
+        (["--name", "../x"], "error: --name '../x': use 1-64 letters, digits, '_' or '-'"),
+        (["--infer-gpus", "3"], "error: --infer-gpus 3: "),
+    ],
+)
+def test_bad_settings_write_nothing(
+    candidates: Path, tmp_path: Path, args: list[str], message: str
+) -> None:
+    result = run_cli("submit", candidates, "--runs-dir", tmp_path / "runs", "--dry-run", *args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_bad_catalogue_writes_no_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.fits"
+    bad.write_bytes(b"not a FITS file at all")
+    result = run_cli("submit", bad, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ")
+    assert not (tmp_path / "runs" / "bad").exists()
+    assert not list((tmp_path / "runs").glob(".*")) if (tmp_path / "runs").exists() else True
+
+
+def test_an_existing_run_is_never_overwritten(local_run: Path, candidates: Path) -> None:
+    before = (local_run / "run.json").read_text()
+    result = run_cli("submit", candidates, "--runs-dir", local_run.parent, "--dry-run")
+    assert result.returncode == 2
+    assert "already exists; choose another --name, or use 'lensjobs resubmit" in result.stderr
+    assert (local_run / "run.json").read_text() == before
+
+
+def test_local_run_completes_and_reports(local_run: Path, candidates: Path) -> None:
+    ids = catalogue_ids(candidates)
+    fitted = [i for i in ids if i != ids[BROKEN]]
+    for cid in fitted:
+        assert json.loads((local_run / "nodes" / cid / "params.json").read_text())["id"] == cid
+        assert (local_run / "results" / f"{cid}.tar.gz").exists()
+    assert not (local_run / "nodes" / ids[BROKEN] / "params.json").exists()
+    assert not list(local_run.glob("lensjobs.dag.rescue*"))
+    status = run_cli("status", local_run)
+    assert status.returncode == 0
+    assert "candidates: DAG succeeded; nodes: 6 done" in status.stdout
+    assert f"fits: {len(fitted)}/{len(fitted)} finished" in status.stdout
+    failed = (local_run / "summary" / "failed.txt").read_text()
+    assert ids[BROKEN] in failed
+
+
+def test_pull_verifies_and_extracts(local_run: Path, tmp_path: Path) -> None:
+    result = run_cli("pull", local_run, "--to", tmp_path / "got")
+    assert result.returncode == 0, result.stderr
+    tarballs = sorted(p.name for p in (local_run / "results").glob("*.tar.gz"))
+    assert f"extracted {len(tarballs)} fit result(s)" in result.stdout
+    for name in tarballs:
+        cid = name.removesuffix(".tar.gz")
+        assert (tmp_path / "got" / "nodes" / cid / "params.json").exists()
+    assert (tmp_path / "got" / "lensjobs_candidates_results" / "index.html").exists()
+    assert "NaN/Inf" in result.stdout  # the skipped candidate is listed as failed
+
+
+def test_pull_refuses_a_damaged_tarball(local_run: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(local_run, copy)
+    victim = sorted((copy / "results").glob("*.tar.gz"))[0]
+    victim.write_bytes(victim.read_bytes()[:-10])
+    result = run_cli("pull", copy, "--to", tmp_path / "got")
+    assert result.returncode == 1
+    assert f"not trusted {victim.name}: its sha256 differs from the manifest" in result.stderr
+    assert not (tmp_path / "got" / "nodes" / victim.name.removesuffix(".tar.gz")).exists()
+
+
+def test_permanent_failure_then_resubmit_runs_only_that_node(
+    local_run: Path, candidates: Path
+) -> None:
+    """A fit whose input cannot be used ends with exit 2 (no retry), the FINAL node still
+    runs and lists it, a rescue DAG is written; once fixed, resubmit runs only it."""
+    victim = next(  # a lens: a non-lens ends as NO_ARCS before its priors are checked
+        cid
+        for cid in catalogue_ids(candidates)
+        if (local_run / "nodes" / cid / "params.json").exists()
+        and json.loads((local_run / "nodes" / cid / "params.json").read_text())["flag"] != "NO_ARCS"
+    )
+    node_input = local_run / "nodes" / victim / "input.fits"
+    good = read_candidate(node_input)
+    bad = read_candidate(node_input)
+    bad.prior["BKG_RMS_R"] = 0.0
+    write_candidate(node_input, bad)
+    others = {
+        p.parent.name: p.stat().st_mtime_ns
+        for p in (local_run / "nodes").glob("*/params.json")
+        if p.parent.name != victim
+    }
+
+    forced = run_cli("resubmit", local_run, "--nodes", victim)
+    assert forced.returncode == 1
+    assert f"failed fit_{victim}: Job failed with status 2" in forced.stdout
+    assert "unusable prior: BKG_RMS_R = 0.0" in forced.stdout  # stderr tail
+    assert "fix the cause, then: lensjobs resubmit" in forced.stdout
+    assert len(list(local_run.glob("lensjobs.dag.rescue*"))) == 2  # --nodes', DAGMan-style
+    failed = (local_run / "summary" / "failed.txt").read_text()
+    assert f"{victim}\tfit_{victim}\t" in failed
+    status = json.loads((local_run / "nodes" / victim / "params.json").read_text())
+    assert status["flag"] == "FAILED"
+
+    write_candidate(node_input, good)
+    fixed = run_cli("resubmit", local_run)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "DAG succeeded" in fixed.stdout
+    assert json.loads((local_run / "nodes" / victim / "params.json").read_text())["flag"] != (
+        "FAILED"
+    )
+    after = {
+        p.parent.name: p.stat().st_mtime_ns
+        for p in (local_run / "nodes").glob("*/params.json")
+        if p.parent.name != victim
+    }
+    assert after == others  # nothing that finished ran again
+    assert victim not in (local_run / "summary" / "failed.txt").read_text()
+
+    again = run_cli("resubmit", local_run)
+    assert again.returncode == 2
+    assert "nothing to resubmit" in again.stderr
