@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import run_cli
 
 from lensjobs.fit.node import read_candidate, write_candidate
 from lensjobs.simulate import simulate_catalog
-from conftest import run_cli
 
 BROKEN = 2  # row whose cutout gets NaNs: validated, skipped, reported
 
