@@ -71,10 +71,11 @@ def _panel(path: Path, label: str) -> Image.Image:
     """The image scaled to HEIGHT, or a grey square saying why there is none."""
     try:
         with Image.open(path) as image:
-            image = image.convert("RGB")
-        width = max(1, round(image.width * HEIGHT / image.height))
-        # reducing_gap: a fast integer reduction first; the corner plot is ~3000 px square.
-        return image.resize((width, HEIGHT), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            width = max(1, round(image.width * HEIGHT / image.height))
+            # reducing_gap: a fast integer reduction first (the corner plot is ~3000 px
+            # square); converted after scaling, where it is cheap.
+            scaled = image.resize((width, HEIGHT), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        return scaled.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         why = "missing" if isinstance(err, FileNotFoundError) else "unreadable"
         panel = Image.new("RGB", (HEIGHT, HEIGHT), (225, 225, 225))
@@ -101,7 +102,8 @@ def render(task: SummaryTask) -> Path:
     draw.multiline_text(
         (x + MARGIN - left, MARGIN + MARGIN - top), text, fill="black", font=font, spacing=8
     )
-    return atomic_write(task.out, lambda tmp: canvas.save(tmp, format="PNG"))
+    # Level 3: faster than the default 6 and, for these figures, smaller too.
+    return atomic_write(task.out, lambda tmp: canvas.save(tmp, format="PNG", compress_level=3))
 
 
 def build_pngs(
