@@ -30,10 +30,12 @@ CREATED = "2026-11-24T06:00:00+00:00"
 # Row -> what becomes of the candidate.
 FITS = (0, 1, 2)
 BAD_PRIOR, NO_ARCS, DIED, NEVER_RAN, NAN_CUTOUT = 3, 4, 5, 6, 7
-# What a killed job leaves on stderr: the last line in colour, then blank lines.
+# A node that died: its last words in colour, then what jobs/fit.sh adds, then blank lines.
 ERR_LINES = (
-    "Traceback (most recent call last):\n  ...\nMemoryError: \x1b[31mout of memory\x1b[0m\n\n"
+    "Traceback (most recent call last):\n  ...\nMemoryError: \x1b[31mout of memory\x1b[0m\n"
+    "lensjobs node fit ended with exit code 137 (a fault, not bad input)\nfit_{} exit 1\n\n"
 )
+DIED_REASON = "MemoryError: out of memory (exit 1)"
 
 
 def _fit(run: Path, cid: str) -> int:
@@ -88,7 +90,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert _fit(run, ids[BAD_PRIOR]) == 2
     _update_prior(run, ids[NO_ARCS], NO_ARCS=True)
     assert _fit(run, ids[NO_ARCS]) in (0, 2)  # 0 since NO_ARCS became an answer
-    (run / "nodes" / ids[DIED] / "fit.err").write_text(ERR_LINES)
+    (run / "nodes" / ids[DIED] / "fit.err").write_text(ERR_LINES.format(ids[DIED]))
     shutil.rmtree(run / "nodes" / ids[NAN_CUTOUT])  # no fit node is made for it
     info = {
         "name": "agg-test",
@@ -156,7 +158,7 @@ def test_catalogue_has_one_row_per_candidate_with_status_flag_reason(
             "unusable prior: BKG_RMS_R = 0.0 (needs a positive number)",
         ),
         NO_ARCS: ("DONE", "NO_ARCS", "the segmenter found no arc pixels"),
-        DIED: ("MISSING", "", "MemoryError: out of memory"),
+        DIED: ("MISSING", "", DIED_REASON),
         NEVER_RAN: ("MISSING", "", NO_OUTPUT),
         NAN_CUTOUT: ("SKIPPED", "", "4 NaN/Inf pixels"),
     }
@@ -180,7 +182,7 @@ def test_failed_txt_lists_every_candidate_not_done(run: Path, ids: list[str]) ->
     assert lines == [
         "# ID\tnode\treason",
         f"{ids[BAD_PRIOR]}\tfit_{ids[BAD_PRIOR]}\tunusable prior: {BAD_PRIOR_REASON}",
-        f"{ids[DIED]}\tfit_{ids[DIED]}\tMemoryError: out of memory",
+        f"{ids[DIED]}\tfit_{ids[DIED]}\t{DIED_REASON}",
         f"{ids[NEVER_RAN]}\tfit_{ids[NEVER_RAN]}\t{NO_OUTPUT}",
         f"{ids[NAN_CUTOUT]}\t-\t4 NaN/Inf pixels",
     ]
@@ -197,12 +199,9 @@ def test_summary_pngs_only_for_fits(run: Path, ids: list[str]) -> None:
 
 def test_manifests_and_tarball(run: Path, ids: list[str]) -> None:
     lines = (run / "results" / "MANIFEST").read_text().splitlines()
-    expected = [
-        f"{hashlib.sha256((run / 'results' / f'{ids[r]}.tar.gz').read_bytes()).hexdigest()}  "
-        f"{ids[r]}.tar.gz"
-        for r in sorted(FITS, key=lambda r: ids[r])
-    ]
-    assert lines == expected
+    tarballs = sorted((run / "results").glob("*.tar.gz"))
+    assert {ids[r] for r in FITS} <= {p.name.removesuffix(".tar.gz") for p in tarballs}
+    assert lines == [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}" for p in tarballs]
 
     summary = run / "summary"
     with tarfile.open(summary / "lensjobs_agg-test_results.tar.gz") as tar:

@@ -36,6 +36,11 @@ ESTIMATES = {
     "E1": ("e1_lens0",),
     "E2": ("e2_lens0",),
 }
+# What the job wrappers (jobs/) add to a node's stderr after the node's own last words.
+_WRAPPER_LINES = (
+    re.compile(r"fit_\S+ exit (-?\d+)"),
+    re.compile(r"lensjobs node \S+ ended with exit code .*"),
+)
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")
 
 
@@ -135,11 +140,18 @@ def one_line(text: str) -> str:
     return " ".join(_CONTROL.sub(" ", text).split())
 
 
-def _last_line(path: Path, tail: int = 8192) -> str:
+def _error_line(path: Path, tail: int = 8192) -> str:
+    """The last line of a node's stderr that says what went wrong, with the exit code the
+    job wrapper (jobs/fit.sh) reports after it."""
     with open(path, "rb") as fh:
         fh.seek(max(0, path.stat().st_size - tail))
-        lines = fh.read().decode("utf-8", "replace").splitlines()
-    return next((one_line(s) for s in reversed(lines) if one_line(s)), "")
+        lines = [one_line(s) for s in fh.read().decode("utf-8", "replace").splitlines()]
+    lines = [s for s in lines if s]
+    said = [s for s in lines if not any(w.fullmatch(s) for w in _WRAPPER_LINES)]
+    code = next((m[1] for s in reversed(lines) if (m := _WRAPPER_LINES[0].fullmatch(s))), "0")
+    if not said:
+        return lines[-1] if lines else ""
+    return said[-1] + (f" (exit {code})" if code != "0" else "")
 
 
 def _unusable_rows(run: Path, ids: list[str]) -> tuple[dict[int, str], str]:
@@ -206,6 +218,6 @@ def collect(run: Path) -> tuple[list[Entry], Table, str]:
             entry.reason = no_priors
         else:
             err = node / "fit.err"
-            entry.reason = (_last_line(err) if err.exists() else "") or NO_OUTPUT
+            entry.reason = (_error_line(err) if err.exists() else "") or NO_OUTPUT
         entries.append(entry)
     return entries, table, id_column
