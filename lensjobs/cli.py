@@ -563,8 +563,13 @@ def node_aggregate(
     from lensjobs.aggregate import aggregate_run
 
     run = _open_run(run_dir)
-    with progress_bar("summarising", run.read_info()["input"]["candidates"]) as progress:
-        report = aggregate_run(run.dir, workers, _advance(progress))
+    try:
+        with open_catalog(run.candidates) as catalog:
+            n = catalog.n
+        with progress_bar("summarising", n) as progress:
+            report = aggregate_run(run.dir, workers, _advance(progress))
+    except CatalogError as error:
+        fail(str(error))
     counts = ", ".join(f"{n} {flag}" for flag, n in report.by_flag.items() if n)
     out.print(
         f"{report.candidates} candidates: {counts or 'no fits'}; {report.failed} not fitted "

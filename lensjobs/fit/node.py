@@ -256,12 +256,12 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
     warnings = []
     flag, reason = "OK", ""
     if not state.converged:
+        tau = state.tau[-1] if state.tau else math.nan
+        # Short chains (the quick preset) end before the autocorrelation time is measured.
+        measured = f"{tau:.0f} steps" if math.isfinite(tau) else "not measured yet"
         flag, reason = (
             "NOT_CONVERGED",
-            (
-                f"MCMC stopped at {len(state.chain) - 1} steps, autocorrelation time "
-                f"{state.tau[-1] if state.tau else float('nan'):.0f} steps"
-            ),
+            f"MCMC stopped at {len(state.chain) - 1} steps, autocorrelation time {measured}",
         )
     if chi2["joint"] > POOR_FIT_CHI2:
         flag, reason = "POOR_FIT", f"joint reduced chi^2 {chi2['joint']:.2f} > {POOR_FIT_CHI2:g}"
