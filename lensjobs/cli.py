@@ -123,14 +123,21 @@ def simulate(
         float, typer.Option(min=0.0, max=1.0, help="Fraction of non-lenses (no source).")
     ] = 0.1,
     workers: Annotated[int, typer.Option(min=0, help="Worker processes (0: one per core).")] = 0,
+    broken: Annotated[
+        int, typer.Option(min=0, help="Give the last N cutouts NaN pixels (demos, tests).")
+    ] = 0,
 ) -> None:
     """Simulate DES-like lens systems with truth and segmentation labels."""
     from lensjobs.simulate import SimulationSettings, simulate_catalog
 
+    if broken > n:
+        fail(f"--broken {broken}: more than the {n} systems (--n)")
     settings = SimulationSettings(nonlens_frac=nonlens_frac)
     try:
         with progress_bar("simulating", n) as progress:
-            simulate_catalog(out_file, n, seed, settings, workers or None, _advance(progress))
+            simulate_catalog(
+                out_file, n, seed, settings, workers or None, _advance(progress), broken
+            )
     except OSError as error:
         fail(f"{out_file}: cannot write ({error.strerror or error}); choose a writable path")
     out.print(f"wrote {n} systems (seed {seed}) to {out_file}", highlight=False)

@@ -297,8 +297,11 @@ def simulate_catalog(
     settings: SimulationSettings | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    broken: int = 0,
 ) -> Path:
-    """Simulate ``n`` systems into a candidate catalogue with TRUTH and LABELS extensions."""
+    """Simulate ``n`` systems into a candidate catalogue with TRUTH and LABELS extensions.
+    The last ``broken`` cutouts get a patch of NaN pixels in r, as a bad CCD region leaves,
+    to show (and test) how a run skips and reports them."""
     s = settings or SimulationSettings()
     images = np.empty((n, 3, s.num_pix, s.num_pix), dtype=np.float32)
     labels = np.empty((n, s.num_pix, s.num_pix), dtype=np.uint8)
@@ -309,6 +312,7 @@ def simulate_catalog(
         if progress:
             progress(1)
 
+    images[n - broken :, 1, 5:15, 5:25] = np.nan
     ids = [f"sim{seed}_{k:06d}" for k in range(n)]
     rng = np.random.default_rng([seed, n])
     catalog = Table(
