@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Eight simulated candidates (lenses with interlopers, a non-lens, one broken cutout) through
+# the whole DAG on this machine with the standard preset; prints where the gallery is.
 demo: $(STAMP)
-	$(BIN)/lensjobs simulate --n 8 --seed 1 --out $(DEMO)/candidates.fits
-	$(BIN)/lensjobs validate $(DEMO)/candidates.fits
+	rm -rf $(DEMO)
+	$(BIN)/lensjobs simulate --n 8 --seed 1 --nonlens-frac 0.15 --broken 1 --out $(DEMO)/candidates.fits
+	$(BIN)/lensjobs submit $(DEMO)/candidates.fits --runs-dir $(DEMO) --name demo --local -j 2
 
 # Re-make the released weights (lensjobs/models/released): ~1 h on 2 CPU cores.
 weights: $(STAMP)

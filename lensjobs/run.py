@@ -56,7 +56,7 @@ class RunSettings(BaseModel, extra="forbid"):
     infer_cpus: int = Field(default=2, ge=1)
     infer_memory: Megabytes = 4096
     fit_memory: Megabytes = 1024
-    fit_disk: Megabytes = 200
+    fit_disk: Megabytes = 100
     max_running_fits: int = Field(default=1000, ge=1)
     checkpoint_every: int = Field(default=1800, ge=1)
     container_image: str | None = None

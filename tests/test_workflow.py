@@ -203,8 +203,10 @@ def test_permanent_failure_then_resubmit_runs_only_that_node(
     assert status["flag"] == "FAILED"
 
     write_candidate(node_input, good)
-    fixed = run_cli("resubmit", local_run)
+    fixed = run_cli("resubmit", local_run, "--fit-memory", "1536MB")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert "request_memory            = 1536MB" in (local_run / "fit.sub").read_text()
+    assert json.loads((local_run / "run.json").read_text())["settings"]["fit_memory"] == 1536
     assert "DAG succeeded" in fixed.stdout
     assert json.loads((local_run / "nodes" / victim / "params.json").read_text())["flag"] != (
         "FAILED"
