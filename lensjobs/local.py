@@ -13,9 +13,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
+from typing import IO
 
 from lensjobs.dag import Dag, Node, NodeState, done_in_rescue, read_dag, read_submit, write_rescue
 from lensjobs.run import Run
@@ -56,7 +57,15 @@ def run_job(run: Run, node: Node) -> int:
         return _run_in_sandbox(description, initialdir, executable, args, env, stdout, stderr)
 
 
-def _run_in_sandbox(description, initialdir, executable, args, env, stdout, stderr) -> int:
+def _run_in_sandbox(
+    description: dict[str, str],
+    initialdir: Path,
+    executable: Path,
+    args: list[str],
+    env: dict[str, str],
+    stdout: IO[str],
+    stderr: IO[str],
+) -> int:
     """A vanilla-universe job: inputs copied into a fresh sandbox, restarted there on the
     checkpoint exit code, then new or changed files brought back (with remaps)."""
     sandbox = Path(tempfile.mkdtemp(prefix="lensjobs-sandbox-"))
@@ -64,7 +73,7 @@ def _run_in_sandbox(description, initialdir, executable, args, env, stdout, stde
         for name in [str(executable), *_files(description, "transfer_input_files")]:
             shutil.copy2(initialdir / name, sandbox)
         started = time.time()
-        before = {p.name: p.stat().st_mtime for p in sandbox.iterdir()}
+        inputs = {p.name for p in sandbox.iterdir()}
         command = [sandbox / executable.name, *args]
         while True:
             code = subprocess.call(command, cwd=sandbox, env=env, stdout=stdout, stderr=stderr)
@@ -73,7 +82,7 @@ def _run_in_sandbox(description, initialdir, executable, args, env, stdout, stde
         wanted = _files(description, "transfer_output_files")
         remaps = _remaps(description)
         for path in sandbox.iterdir():
-            changed = path.name not in before or path.stat().st_mtime > started
+            changed = path.name not in inputs or path.stat().st_mtime > started
             if path.is_file() and (path.name in wanted if wanted else changed):
                 target = Path(remaps.get(path.name, initialdir / path.name))
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -160,10 +169,11 @@ class LocalDag:
             regular = [n for n in self.dag.nodes.values() if not n.final]
             with ThreadPoolExecutor(self.workers) as pool:
                 self._run_nodes(pool, regular)
-                failed = sum(n.state == NodeState.ERROR for n in regular)
+                failed_count = sum(n.state == NodeState.ERROR for n in regular)
                 for final in (n for n in self.dag.nodes.values() if n.final):
                     self._set(final, NodeState.SUBMITTED)
-                    self._finish(final, pool.submit(self._attempt, final, failed).result())
+                    attempt = pool.submit(self._attempt, final, failed_count)
+                    self._finish(final, attempt.result())
             ok = all(n.state == NodeState.DONE for n in self.dag.nodes.values())
             if not ok:
                 nodes = self.dag.nodes.values()
@@ -202,7 +212,7 @@ class LocalDag:
         elif all(s == NodeState.DONE for s in parents):
             self._set(node, NodeState.READY)
 
-    def _has_room(self, running, node: Node) -> bool:
+    def _has_room(self, running: Iterable[Node], node: Node) -> bool:
         running = list(running)
         if len(running) >= self.workers:
             return False
