@@ -4,7 +4,8 @@ an access point would: `lensjobs submit`, condor_q, condor_rm, `lensjobs status`
 
 One run of four simulated lenses (quick preset, --infer-gpus 0) carries every fault: one
 candidate's r band is constant, so its fit fails for good (exit 2); another's fit job is
-removed while it runs and must be retried. `make test` brings the pool up; without it these
+removed while it runs and must be retried; a third is held by hand, shown as held with its
+reason, then released. `make test` brings the pool up; without it these
 tests fail in CI and are skipped elsewhere."""
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
 SHARE = Path(os.environ.get("LENSJOBS_POOL_DIR", "/var/tmp/lensjobs-pool")) / "share"
 NAME = "pooltest"
-BAD, KILLED = 0, 1  # rows: constant r band (fit exit 2); fit job removed mid-run
+# Rows: a constant r band (its fit exits 2); a fit job removed while it runs; one held.
+BAD, KILLED, HELD = 0, 1, 3
 
 
 def in_pool(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -114,12 +116,30 @@ def first_run(work: Path) -> dict:
     wait_for(fit_running, 300, f"{killed_node} to run", every=0.5)
     removed = in_pool(f"condor_rm -const 'DAGNodeName == \"{killed_node}\"'")
     assert removed.returncode == 0, removed.stderr
+
+    held_node = f"fit_{ids[HELD]}"
+    held_job = f'DAGNodeName == "{held_node}"'
+    wait_for(
+        lambda: in_pool(f"condor_hold -const '{held_job}'").returncode == 0,
+        300,
+        f"{held_node} to be queued",
+    )
+    shown = []
+
+    def status_shows_held() -> bool:
+        shown.append(lensjobs("status", run).stdout)
+        return f"held {held_node}: " in shown[-1]
+
+    wait_for(status_shows_held, 120, "lensjobs status to show the held node", every=5)
+    released = in_pool(f"condor_release -const '{held_job}'")
+    assert released.returncode == 0, released.stderr
     wait_for(lambda: not queued(cluster), 600, "the DAG to end", every=3)
     return {
         "ids": ids,
         "run": run,
         "submit": submit.stdout,
         "batch_names": batch_names,
+        "held_status": shown[-1],
         "status": lensjobs("status", run),
         "status_file": (run / "lensjobs.dag.status").read_text(),
         "nodes_log": (run / "lensjobs.dag.nodes.log").read_text(),
@@ -147,6 +167,14 @@ def test_a_permanent_failure_is_reported_and_rescued(first_run: dict) -> None:
     tries = submitted_nodes(first_run["nodes_log"])
     assert tries.count(f"fit_{bad}") == 1  # RETRY ... UNLESS-EXIT 2: no retry
     assert tries.count(f"fit_{first_run['ids'][KILLED]}") == 2  # removed, then retried
+
+
+def test_a_held_job_is_shown_with_its_reason_and_goes_on_when_released(first_run: dict) -> None:
+    held = first_run["ids"][HELD]
+    assert f"held fit_{held}: held: via condor_hold" in first_run["held_status"]
+    assert "1 held" in first_run["held_status"]
+    params = json.loads((first_run["run"] / "nodes" / held / "params.json").read_text())
+    assert params["flag"] != "FAILED"
 
 
 def test_a_removed_fit_job_is_retried_and_completes(first_run: dict) -> None:
