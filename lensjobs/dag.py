@@ -15,7 +15,8 @@ from enum import IntEnum
 from pathlib import Path
 
 from lensjobs.catalog import CatalogError, open_catalog
-from lensjobs.run import Run, RunError, RunSettings, now, sha256_of, versions
+from lensjobs.files import sha256_of
+from lensjobs.run import Run, RunError, RunSettings, now, versions
 
 PROJECT = Path(__file__).resolve().parents[1]
 TEMPLATES = PROJECT / "submit"

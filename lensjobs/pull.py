@@ -12,7 +12,8 @@ from pathlib import Path
 
 from lensjobs.catalog import SAFE_ID
 from lensjobs.dag import node_id, read_dag
-from lensjobs.run import Run, RunError, sha256_of
+from lensjobs.files import read_manifest, sha256_of
+from lensjobs.run import Run, RunError
 
 
 @dataclass
@@ -22,16 +23,6 @@ class Pulled:
     missing: list[str] = field(default_factory=list)
     corrupt: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
-
-
-def read_manifest(path: Path) -> dict[str, str]:
-    """sha256sum's format: '<hex>  <file>' per line -> {file: hex}."""
-    entries = {}
-    for line in path.read_text().splitlines():
-        digest, _, name = line.partition("  ")
-        if digest and name:
-            entries[name.strip()] = digest.strip()
-    return entries
 
 
 def summary_tarball(run: Run) -> Path:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import sys
@@ -77,14 +76,6 @@ def settings_error(error: ValidationError) -> str:
     if first["type"] == "string_pattern_mismatch":
         message = "use 1-64 letters, digits, '_' or '-'"
     return f"{where} {first.get('input')!r}: {message}"
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def versions() -> dict[str, str]:

@@ -108,6 +108,7 @@ def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
         "sim1_corner.png",
         "sim1_trace.png",
         "chain.npz",
+        "MANIFEST",
     }
     assert not list(out.glob(".*tmp*")) and not (out / "checkpoint.npz").exists()
 

@@ -23,9 +23,9 @@ from lensjobs.aggregate.results import (
     write_catalog_fits,
     write_failed,
     write_results_manifest,
-    write_tarball,
 )
 from lensjobs.aggregate.summary import build_pngs, summary_task
+from lensjobs.files import write_tarball
 
 
 @dataclass(frozen=True)

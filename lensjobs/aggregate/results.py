@@ -7,11 +7,6 @@ tar members with fixed times and owners, a gzip header without time or name).
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import tarfile
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +15,7 @@ from astropy.table import Column, Table
 
 from lensjobs import __version__
 from lensjobs.aggregate.collect import ESTIMATES, Entry, RunInfo
-from lensjobs.files import atomic_write
+from lensjobs.files import atomic_write, manifest, sha256_of
 
 ID_COLUMN = "COADD_OBJECT_ID"  # as in priors.fits
 UNITS = {"THETA_E": "arcsec", "CENTER_X": "arcsec", "CENTER_Y": "arcsec"}
@@ -100,43 +95,7 @@ def write_failed(path: Path, entries: list[Entry]) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
-def manifest(digests: Iterable[tuple[str, str]]) -> str:
-    """sha256sum's format: ``sha256sum -c MANIFEST`` checks the files."""
-    return "".join(f"{digest}  {name}\n" for name, digest in digests)
-
-
 def write_results_manifest(results: Path) -> Path:
     """``results/MANIFEST``: the sha256 of every fit tarball there."""
-    digests = []
-    for path in sorted(results.glob("*.tar.gz")):
-        with open(path, "rb") as fh:
-            digests.append((path.name, hashlib.file_digest(fh, "sha256").hexdigest()))
-    text = manifest(digests)
+    text = manifest((p.name, sha256_of(p)) for p in sorted(results.glob("*.tar.gz")))
     return atomic_write(results / "MANIFEST", lambda tmp: tmp.write_text(text))
-
-
-def write_tarball(path: Path, files: list[Path], mtime: int) -> Path:
-    """``files`` under one top folder named for the tarball, sorted by name, and a MANIFEST
-    with their sha256; byte-identical for identical files."""
-    top = path.name.removesuffix(".tar.gz")
-
-    def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(f"{top}/{name}")
-        info.size, info.mtime, info.mode = len(data), mtime, 0o644
-        tar.addfile(info, io.BytesIO(data))
-
-    def write(tmp: Path) -> None:
-        with (
-            open(tmp, "wb") as raw,
-            # Level 1: the PNGs, most of the bytes, hardly compress at any level.
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=1) as gz,
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            digests = []
-            for f in sorted(files, key=lambda p: p.name):
-                data = f.read_bytes()
-                digests.append((f.name, hashlib.sha256(data).hexdigest()))
-                add(tar, f.name, data)
-            add(tar, "MANIFEST", manifest(digests).encode())
-
-    return atomic_write(path, write)

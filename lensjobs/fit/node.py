@@ -23,7 +23,7 @@ from lenstronomy.Analysis.image_reconstruction import MultiBandImageReconstructi
 from lenstronomy.Workflow.fitting_sequence import FittingSequence
 
 from lensjobs.catalog import BANDS, row_dict
-from lensjobs.files import atomic_write
+from lensjobs.files import atomic_write, write_tarball
 from lensjobs.fit import outputs
 from lensjobs.fit.model import (
     KWARGS_CONSTRAINTS,
@@ -141,7 +141,7 @@ def _no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -
             "versions": _versions(),
         },
     )
-    outputs.tarball(out / f"{candidate_id}.tar.gz", [params])
+    write_tarball(out / f"{candidate_id}.tar.gz", [params])
     return EXIT_DONE if flag == "NO_ARCS" else EXIT_BAD_INPUT
 
 
@@ -309,4 +309,4 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         outputs.write_json(out / "params.json", params),
         outputs.text_summary(out / f"{c.id}.txt", params),
     ]
-    outputs.tarball(out / f"{c.id}.tar.gz", files)
+    write_tarball(out / f"{c.id}.tar.gz", files)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -118,15 +117,6 @@ def text_summary(path: Path, params: dict[str, Any]) -> Path:
         "warnings: " + ("; ".join(params["warnings"]) or "none"),
     ]
     return atomic_write(path, lambda tmp: tmp.write_text("\n".join(lines) + "\n"))
-
-
-def tarball(path: Path, files: list[Path]) -> Path:
-    def write(tmp: Path) -> None:
-        with tarfile.open(tmp, "w:gz") as tar:
-            for f in files:
-                tar.add(f, arcname=f"{path.name.removesuffix('.tar.gz')}/{f.name}")
-
-    return atomic_write(path, write)
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> Path:
