@@ -220,7 +220,11 @@ def submit(
     for cid, reason in list(found.skipped.items())[:10]:
         out.print(f"  skipped {cid}: {reason}", highlight=False)
     if dry_run:
-        out.print(f"dry run: nothing submitted; the DAG is {run.dag}", highlight=False)
+        out.print(
+            f"dry run: nothing submitted. To submit it as it is: cd {run.dir} && "
+            f"condor_submit_dag -batch-name lensjobs:{settings.name} {run.DAG}",
+            highlight=False,
+        )
         return
     _start(run, executor, jobs)
 
@@ -311,7 +315,7 @@ def status(
     from lensjobs.status import read_status
 
     run = _open_run(run_dir)
-    if not watch:
+    if not watch or not run.read_info()["submissions"]:  # a dry run never finishes
         _print_status(run)
         return
     with progress_bar(f"{run.name}: fits", 1) as progress:

@@ -88,7 +88,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     assert info["input"]["fits"] == len(ids) - 1
     assert info["skipped"][broken] == "100 NaN/Inf pixels"
     assert info["submissions"] == []
-    status = run_cli("status", run)
+    status = run_cli("status", run, "--watch")  # returns: a dry run never starts
     assert status.returncode == 0
     assert "DAG not started" in status.stdout
 
@@ -141,6 +141,7 @@ def test_local_run_completes_and_reports(local_run: Path, candidates: Path) -> N
     status = run_cli("status", local_run)
     assert status.returncode == 0
     assert "candidates: DAG succeeded; nodes: 6 done" in status.stdout
+    assert run_cli("status", local_run, "--watch").stdout == status.stdout  # ended: no wait
     assert f"fits: {len(fitted)}/{len(fitted)} finished" in status.stdout
     failed = (local_run / "summary" / "failed.txt").read_text()
     assert ids[BROKEN] in failed
