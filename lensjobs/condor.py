@@ -1,9 +1,13 @@
-"""Talking to the schedd through the htcondor2 bindings: submit a run's DAG, and ask whether
-its DAGMan job is still queued."""
+"""Talking to the schedd: submit a run's DAG through the htcondor2 bindings (condor_submit_dag
+when the bindings cannot, e.g. a wheel newer than the access point's HTCondor), and ask
+whether its DAGMan job is still queued."""
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -36,8 +40,22 @@ def _inside(path: Path):
 
 def submit_dag(run: Run) -> int:
     """Submit (or, with a rescue DAG present, resume) the run's DAG; returns the cluster id."""
-    import htcondor2
+    try:
+        return submit_with_bindings(run)
+    except ScheddError as error:
+        if shutil.which("condor_submit_dag") is None:
+            raise
+        try:
+            return submit_with_tools(run)
+        except ScheddError as second:
+            raise ScheddError(f"{error}; {second}") from None
 
+
+def submit_with_bindings(run: Run) -> int:
+    try:
+        import htcondor2
+    except ImportError as error:
+        raise ScheddError(f"the htcondor2 bindings do not load ({error})") from None
     options = {"BatchName": batch_name(run), "Force": False, "AutoRescue": 1}
     try:
         with _inside(run.dir):
@@ -45,6 +63,20 @@ def submit_dag(run: Run) -> int:
             return htcondor2.Schedd().submit(description).cluster()
     except (htcondor2.HTCondorException, OSError, RuntimeError) as error:
         raise ScheddError(f"submitting {run.dag} failed: {_one_line(error)}") from None
+
+
+def submit_with_tools(run: Run) -> int:
+    """condor_submit_dag in the run directory, as a user would type it."""
+    command = [
+        "condor_submit_dag", "-batch-name", batch_name(run), "-autorescue", "1",
+        "-update_submit", run.DAG,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=run.dir, capture_output=True, text=True)
+    cluster = re.search(r"submitted to cluster (\d+)", done.stdout)
+    if done.returncode or not cluster:
+        said = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()[-1]
+        raise ScheddError(f"condor_submit_dag failed (exit {done.returncode}): {said}")
+    return int(cluster[1])
 
 
 def dag_queued(cluster: int) -> bool | None:

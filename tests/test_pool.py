@@ -224,3 +224,26 @@ def test_resubmit_runs_only_the_fixed_node_then_pull(first_run: dict, work: Path
     for cid in ids:
         assert (work / "pulled" / "nodes" / cid / "params.json").exists()
     assert (work / "pulled" / f"lensjobs_{NAME}_results" / "index.html").exists()
+
+
+def test_condor_submit_dag_is_the_fallback_submitter(work: Path) -> None:
+    """Where the bindings cannot submit, the same DAG goes in through condor_submit_dag."""
+    made = lensjobs(
+        "submit", work / "clean.fits", "--runs-dir", work / "runs", "--name", "bytools",
+        "--preset", "quick", "--infer-gpus", "0", "--dry-run",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    run = work / "runs" / "bytools"
+    code = (
+        "from pathlib import Path; from lensjobs.condor import submit_with_tools; "
+        f"from lensjobs.run import open_run; print(submit_with_tools(open_run(Path('{run}'))))"
+    )
+    submitted = in_pool(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}")
+    assert submitted.returncode == 0, submitted.stderr
+    cluster = int(submitted.stdout.split()[-1])
+    try:
+        names = in_pool(f"condor_q {cluster} -af JobBatchName").stdout.split()
+        assert names == ["lensjobs:bytools"]
+    finally:
+        in_pool(f"condor_rm {cluster}")
+    wait_for(lambda: not queued(cluster), 120, "the removed DAG to leave the queue", every=2)
