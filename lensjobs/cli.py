@@ -276,10 +276,10 @@ def _run_local(run: Run, jobs: int) -> None:
         raise typer.Exit(1)
 
 
-def _print_status(run: Run) -> None:
+def _print_status(run: Run, max_problems: int = 20) -> None:
     from lensjobs.status import STATES, read_status
 
-    status = read_status(run)
+    status = read_status(run, max_problems)
     counts = ", ".join(f"{status.counts[s]} {s}" for s in STATES if status.counts[s])
     out.print(f"{run.name}: DAG {status.dag}; nodes: {counts or 'none yet'}", highlight=False)
     if status.fits_total:
@@ -291,6 +291,9 @@ def _print_status(run: Run) -> None:
         out.print(f"[red]{problem.state}[/] {problem.node}: {problem.reason}", highlight=False)
         for line in problem.stderr:
             out.print(f"    {line}", highlight=False, markup=False)
+    if status.problem_count > len(status.problems):
+        more = status.problem_count - len(status.problems)
+        out.print(f"... and {more} more failed or held node(s); --max-problems shows more")
     if status.dag == "failed":
         out.print(f"fix the cause, then: lensjobs resubmit {run.dir}", highlight=False)
     summary = run.summary / "index.html"
@@ -308,6 +311,9 @@ def status(
     run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
     watch: Annotated[bool, typer.Option(help="Refresh until the DAG has finished.")] = False,
     every: Annotated[float, typer.Option(min=1, help="--watch: seconds between refreshes.")] = 10,
+    max_problems: Annotated[
+        int, typer.Option(min=0, help="Failed or held nodes to explain at most.")
+    ] = 20,
 ) -> None:
     """Where a run stands: nodes by state, progress, ETA, and why nodes failed or are held."""
     import time
@@ -316,14 +322,14 @@ def status(
 
     run = _open_run(run_dir)
     if not watch or not run.read_info()["submissions"]:  # a dry run never finishes
-        _print_status(run)
+        _print_status(run, max_problems)
         return
     with progress_bar(f"{run.name}: fits", 1) as progress:
         task = progress.task_ids[0]
         while not (current := read_status(run)).finished:
             progress.update(task, total=current.fits_total or 1, completed=current.fits_finished)
             time.sleep(every)
-    _print_status(run)
+    _print_status(run, max_problems)
 
 
 @app.command()

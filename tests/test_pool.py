@@ -23,6 +23,7 @@ import pytest
 from astropy.io import fits
 
 from lensjobs.simulate import simulate_catalog
+from lensjobs.status import parse_status
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
@@ -175,6 +176,15 @@ def test_a_held_job_is_shown_with_its_reason_and_goes_on_when_released(first_run
     assert "1 held" in first_run["held_status"]
     params = json.loads((first_run["run"] / "nodes" / held / "params.json").read_text())
     assert params["flag"] != "FAILED"
+
+
+def test_status_reads_dagmans_node_status_file_as_classads_do(first_run: dict) -> None:
+    import classad2
+
+    text = first_run["status_file"]
+    ads = [dict(ad) for ad in classad2.parseAds(text)]
+    assert ads[0].pop("DagFiles") == ["lensjobs.dag"]  # the one list: not read, not needed
+    assert parse_status(text) == ads
 
 
 def test_a_removed_fit_job_is_retried_and_completes(first_run: dict) -> None:

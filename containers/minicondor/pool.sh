@@ -23,7 +23,12 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 log() { printf 'minicondor: %s\n' "$*" >&2; }
 
-in_root() { chroot "$ROOT" su "$POOL_USER" -c "$*"; }
+# A clean environment, as a fresh login on an access point has: variables of the caller
+# (CONDOR_CONFIG=/dev/null, which importing the htcondor2 wheel sets, for one) stay out.
+in_root() {
+  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+    su "$POOL_USER" -c "$*"
+}
 
 bind() {  # bind SRC at the same path inside the root; MODE ro|rw
   local src=$1 mode=$2
