@@ -26,7 +26,8 @@ log() { printf 'minicondor: %s\n' "$*" >&2; }
 # A clean environment, as a fresh login on an access point has: variables of the caller
 # (CONDOR_CONFIG=/dev/null, which importing the htcondor2 wheel sets, for one) stay out.
 in_root() {
-  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 \
+  chroot "$ROOT" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 \
     su "$POOL_USER" -c "$*"
 }
 
