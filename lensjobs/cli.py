@@ -277,11 +277,16 @@ def _run_local(run: Run, jobs: int) -> None:
 
 
 def _print_status(run: Run, max_problems: int = 20) -> None:
+    import time
+
     from lensjobs.status import STATES, read_status
 
     status = read_status(run, max_problems)
     counts = ", ".join(f"{status.counts[s]} {s}" for s in STATES if status.counts[s])
-    out.print(f"{run.name}: DAG {status.dag}; nodes: {counts or 'none yet'}", highlight=False)
+    line = f"{run.name}: DAG {status.dag}; nodes: {counts or 'none yet'}"
+    if status.updated:  # DAGMan rewrites the node status file every 30 s: say how fresh
+        line += time.strftime(" (as of %H:%M:%S)", time.localtime(status.updated))
+    out.print(line, highlight=False)
     if status.fits_total:
         line = f"fits: {status.fits_finished}/{status.fits_total} finished"
         if status.eta_seconds is not None:

@@ -227,13 +227,11 @@ class Node:
 class Dag:
     nodes: dict[str, Node]
     maxjobs: dict[str, int]
-    status_every: int
 
 
 def read_dag(path: Path) -> Dag:
     nodes: dict[str, Node] = {}
     maxjobs: dict[str, int] = {}
-    status_every = 30
     for number, raw in enumerate(path.read_text().splitlines(), 1):
         if raw.lstrip().startswith("#"):
             continue
@@ -260,11 +258,9 @@ def read_dag(path: Path) -> Dag:
             split = [w.upper() for w in args].index("CHILD")
             for child in args[split + 1 :]:
                 nodes[child].parents.extend(args[:split])
-        elif keyword == "NODE_STATUS_FILE":
-            status_every = int(args[1]) if len(args) > 1 else status_every
-        elif keyword != "CONFIG":
+        elif keyword not in ("CONFIG", "NODE_STATUS_FILE"):
             raise RunError(f"{path}:{number}: '{keyword}' is not something --local runs")
-    return Dag(nodes, maxjobs, status_every)
+    return Dag(nodes, maxjobs)
 
 
 def done_in_rescue(run: Run) -> set[str]:

@@ -120,9 +120,6 @@ class Run:
     def priors(self) -> Path:
         return self.dir / "infer" / "priors.fits"
 
-    def node_dir(self, cid: str) -> Path:
-        return self.dir / "nodes" / cid
-
     @property
     def results(self) -> Path:
         return self.dir / "results"
@@ -146,9 +143,6 @@ class Run:
             ) from None
         except (OSError, ValueError) as error:
             raise RunError(f"{self.info_file}: unreadable ({error})") from None
-
-    def settings(self) -> RunSettings:
-        return RunSettings(**self.read_info()["settings"])
 
     def write_info(self, info: dict[str, Any]) -> None:
         text = json.dumps(info, indent=2) + "\n"
