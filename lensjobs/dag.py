@@ -71,7 +71,9 @@ def _environment(python: str, container: bool) -> str:
     return "" if container else f"LENSJOBS_PYTHON={python}"
 
 
-def template_values(run_dir: Path, settings: RunSettings, input_bytes: int, n: int) -> dict:
+def template_values(
+    run_dir: Path, settings: RunSettings, input_bytes: int, n: int
+) -> dict[str, str]:
     image = settings.container_image
     return {
         "run": str(run_dir),

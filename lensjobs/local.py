@@ -22,7 +22,7 @@ from lensjobs.dag import Dag, Node, NodeState, done_in_rescue, read_dag, read_su
 from lensjobs.run import Run
 
 
-def _environment(description: dict[str, str]) -> dict[str, str]:
+def _job_environment(description: dict[str, str]) -> dict[str, str]:
     env = dict(os.environ)
     words = shlex.split(description.get("environment", "").strip('"'))
     env.update(w.split("=", 1) for w in words if "=" in w)
@@ -45,7 +45,7 @@ def run_job(run: Run, node: Node) -> int:
     initialdir = run.dir / description.get("initialdir", ".")
     executable = Path(description["executable"])
     args = shlex.split(description.get("arguments", ""))
-    env = _environment(description)
+    env = _job_environment(description)
     with (
         (initialdir / description["output"]).open("w") as stdout,
         (initialdir / description["error"]).open("w") as stderr,

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -91,9 +92,10 @@ class Run:
 
     DAG = "lensjobs.dag"
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """The run's name as submitted (the directory may have been moved or copied)."""
+        """The run's name as submitted (the directory may have been moved or copied); read
+        once, it never changes."""
         return self.read_info()["name"]
 
     @property
