@@ -234,3 +234,40 @@ def test_numerical_failure_is_one_line(tmp_path: Path) -> None:
     assert line.startswith("sim6: FAILED (IndexError: boolean index") and "\n" not in line
     params = json.loads((tmp_path / "out" / "params.json").read_text())
     assert params["flag"] == "FAILED" and params["reason"].startswith("IndexError")
+
+
+# The fit image holds no torch (nor the schedd's bindings): `lensjobs node fit` must not
+# import them, anywhere along its path.
+_BLOCK_EXTRAS = """
+import sys
+EXTRAS = {"torch", "torchvision", "timm", "segmentation_models_pytorch", "safetensors",
+          "htcondor", "htcondor2", "classad2"}
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ImportError(f"{name} is not installed in the fit image")
+sys.meta_path.insert(0, Blocked())
+from lensjobs.cli import main
+sys.argv = ["lensjobs", *sys.argv[1:]]
+main()
+"""
+
+
+def test_node_fit_runs_without_torch(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path, _ = simulated_input(tmp_path, 1, LENSES)
+    out = tmp_path / "out"
+    args = ["node", "fit", str(path), "--out", str(out), "--preset", "quick"]
+    done = subprocess.run(
+        [sys.executable, "-c", _BLOCK_EXTRAS, *args], capture_output=True, text=True
+    )
+    assert done.returncode == EXIT_DONE, done.stderr
+    assert json.loads((out / "params.json").read_text())["flag"] != "FAILED"
+    blocked = subprocess.run(
+        [sys.executable, "-c", _BLOCK_EXTRAS, "node", "infer", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert "torch is not installed in the fit image" in blocked.stderr  # the blocker works
