@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := runs/demo
 
-.PHONY: demo test install system-packages lint weights clean
+.PHONY: demo test install system-packages lint weights images clean
 # Debian packages the tests need: debootstrap (the HTCondor pool's root), chromium (gallery).
 DEBS := debootstrap chromium chromium-driver
 POOL := containers/minicondor/pool.sh
@@ -13,7 +13,7 @@ POOL := containers/minicondor/pool.sh
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[all,test]'
 	touch $@
 
 install: $(STAMP)
@@ -32,6 +32,10 @@ weights: $(STAMP)
 	$(BIN)/lensjobs train segmenter data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
 	$(BIN)/lensjobs train regressor data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
 
+# The job images (Apptainer SIFs) in images/, built once per change of what goes in them.
+images: $(STAMP) system-packages
+	PYTHON=$(BIN)/python containers/build-images.sh all
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -44,10 +48,11 @@ system-packages:
 			apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-# The integration tests use a real personal HTCondor pool; it is taken down even on failure.
-test: lint system-packages
+# The integration tests use a real personal HTCondor pool whose jobs run from the images;
+# it is taken down even on failure.
+test: lint system-packages images
 	$(POOL) up
 	$(BIN)/pytest; status=$$?; $(POOL) down; exit $$status
 
 clean:
-	rm -rf $(VENV) runs data .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs data images .pytest_cache .ruff_cache
