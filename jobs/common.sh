@@ -3,7 +3,8 @@
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 export OPENBLAS_NUM_THREADS=$OMP_NUM_THREADS MKL_NUM_THREADS=$OMP_NUM_THREADS
 mkdir -p .scratch
-export TMPDIR=$PWD/.scratch MPLCONFIGDIR=$PWD/.scratch/matplotlib
+# numba (lenstronomy's) caches compiled code beside its modules, read-only in an image.
+export TMPDIR=$PWD/.scratch MPLCONFIGDIR=$PWD/.scratch/matplotlib NUMBA_CACHE_DIR=$PWD/.scratch/numba
 PYTHON=${LENSJOBS_PYTHON:-python3}
 
 # DESIGN.md's exit codes: 0 done, 2 bad input (DAG RETRY ... UNLESS-EXIT 2), 85 checkpoint

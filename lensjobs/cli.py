@@ -166,6 +166,10 @@ def _open_run(path: Path) -> Run:
         fail(str(error))
 
 
+_IMAGES = {"rich_help_panel": "Job images"}
+_POOL = {"rich_help_panel": "Pool (OSPool, CHTC)"}
+
+
 @app.command()
 def submit(
     candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
@@ -180,21 +184,60 @@ def submit(
     max_running_fits: Annotated[
         int | None, typer.Option(help="Fit jobs queued at once (DAG MAXJOBS).")
     ] = None,
-    container_image: Annotated[
-        str | None, typer.Option(help="Apptainer/Docker image for infer and fit jobs.")
+    fit_image: Annotated[
+        str | None,
+        typer.Option(help="Image for fit jobs: a .sif file, osdf:///… or docker://….", **_IMAGES),
+    ] = None,
+    infer_image: Annotated[
+        str | None, typer.Option(help="Image for the infer job (as --fit-image).", **_IMAGES)
+    ] = None,
+    shared_fs: Annotated[
+        bool,
+        typer.Option(
+            help="No images: jobs run this Python, for pools that share this filesystem.",
+            **_IMAGES,
+        ),
+    ] = False,
+    osdf_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="OSDF directory (osdf:///ospool/<ap>/data/<user>/<dir>) for the catalogue "
+            "and images.",
+            **_POOL,
+        ),
+    ] = None,
+    project: Annotated[str | None, typer.Option(help="+ProjectName of the jobs.", **_POOL)] = None,
+    infer_gpu_memory: Annotated[
+        str | None, typer.Option(help="Least GPU memory for infer, e.g. 8GB.", **_POOL)
+    ] = None,
+    infer_gpu_capability: Annotated[
+        float | None, typer.Option(help="Least CUDA capability for infer, e.g. 8.0.", **_POOL)
     ] = None,
     dry_run: Annotated[bool, typer.Option(help="Write the run; submit nothing.")] = False,
     local: Annotated[bool, typer.Option(help="Run the DAG on this machine, no pool.")] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="--local: nodes at once.")] = 2,
 ) -> None:
-    """Validate a catalogue, write its run directory and DAG, and submit it."""
+    """Validate a catalogue, write its run directory and DAG, and submit it.
+
+    Jobs run from the fit and infer images (make images builds them); defaults come from
+    $LENSJOBS_FIT_IMAGE / $LENSJOBS_INFER_IMAGE or ~/.config/lensjobs/config.toml."""
     from lensjobs.dag import create_run
+    from lensjobs.images import check_osdf_dir, choose_images, osdf_area, read_config
     from lensjobs.run import NAME_PATTERN, RunError
 
     if name is None:
         name = candidates.name.removesuffix(".gz").removesuffix(".fits")
         if not NAME_PATTERN.fullmatch(name):
             fail(f"{candidates}: its file name is no run name; give --name (letters, digits, _ -)")
+    try:
+        config = read_config()
+        osdf_dir = osdf_dir or config.get("osdf_dir")
+        if osdf_dir and not local:
+            osdf_dir = check_osdf_dir(osdf_dir.rstrip("/"))
+            if not dry_run:
+                osdf_area(osdf_dir)  # before anything is written
+    except RunError as error:
+        fail(str(error))
     settings = _settings(
         name=name,
         preset=preset,
@@ -202,20 +245,32 @@ def submit(
         fit_memory=fit_memory,
         fit_disk=fit_disk,
         max_running_fits=max_running_fits,
-        container_image=container_image,
+        # --local runs every job with this Python, in this filesystem: no images.
+        shared_fs=shared_fs or local,
+        osdf_dir=None if local else osdf_dir,
+        project=project or config.get("project"),
+        infer_gpu_memory=infer_gpu_memory,
+        infer_gpu_capability=infer_gpu_capability,
     )
     executor = "local" if local else "condor"
     try:
+        images = None
+        if not settings.shared_fs:
+            given = {"fit": fit_image, "infer": infer_image}
+            images = choose_images(given, settings.osdf_dir, config)
         with open_catalog(candidates) as catalog:  # headers only: the bar's total
             n = catalog.n
         with progress_bar("validating", n) as progress:
-            run, found = create_run(candidates, runs_dir, settings, executor, _advance(progress))
+            run, found = create_run(
+                candidates, runs_dir, settings, executor, images, _advance(progress)
+            )
     except (CatalogError, RunError) as error:
         fail(str(error))
     skipped = f", {len(found.skipped)} skipped (bad cutouts)" if found.skipped else ""
     out.print(f"wrote {run.dir}: {len(found.fit_ids)} fit nodes{skipped}", highlight=False)
     for cid, reason in list(found.skipped.items())[:10]:
         out.print(f"  skipped {cid}: {reason}", highlight=False)
+    _say_images(run)
     if dry_run:
         out.print(
             f"dry run: nothing submitted. To submit it as it is: cd {run.dir} && "
@@ -223,7 +278,39 @@ def submit(
             highlight=False,
         )
         return
+    if settings.osdf_dir:
+        _put_on_osdf(run)
     _start(run, executor, jobs)
+
+
+def _say_images(run: Run) -> None:
+    """Which images the jobs start from, and with OSDF what must be there before they do."""
+    from lensjobs.images import osdf_uploads
+
+    info = run.read_info()
+    for image in (info["images"] or {}).values():
+        out.print(
+            f"{image['kind']} image: {image['container_image']} ({image['source']})",
+            highlight=False,
+        )
+    if not info["images"]:
+        out.print("no images: jobs run this machine's Python (a shared filesystem)")
+    uploads = osdf_uploads(info, run.candidates)
+    if uploads and not info["submissions"]:
+        out.print("on OSDF (submit copies them into the OSDF area of this access point):")
+        for source, url in uploads:
+            out.print(f"  {source} -> {url}", highlight=False)
+
+
+def _put_on_osdf(run: Run) -> None:
+    from lensjobs.images import osdf_uploads, put_on_osdf
+
+    try:
+        written = put_on_osdf(osdf_uploads(run.read_info(), run.candidates))
+    except OSError as error:
+        fail(f"putting files on OSDF failed ({error}); the run is written, not submitted")
+    for url in written:
+        out.print(f"put {url}", highlight=False)
 
 
 def _start(run: Run, executor: str, jobs: int) -> None:
@@ -365,7 +452,7 @@ def resubmit(
     settings = _settings(**(info["settings"] | changes))
     if changes:
         # DONE nodes do not run again, so new settings reach only the nodes that will.
-        render_submit_files(run.dir, run.dir, settings, info["input"]["candidates"])
+        render_submit_files(run.dir, run.dir, settings, info)
         info["settings"] = settings.model_dump()
         run.write_info(info)
     if ids:

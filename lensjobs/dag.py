@@ -17,6 +17,8 @@ from pathlib import Path
 
 from lensjobs.catalog import CatalogError, open_catalog
 from lensjobs.files import sha256_of
+from lensjobs.fit.presets import PRESETS
+from lensjobs.images import Image
 from lensjobs.run import Run, RunError, RunSettings, now, versions
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -66,36 +68,86 @@ def render(text: str, values: dict[str, str], where: str) -> str:
     return _TOKEN.sub(fill, text)
 
 
-def _environment(python: str, container: bool) -> str:
-    # In a container the image's python3 has lensjobs; otherwise the submitter's does.
-    return "" if container else f"LENSJOBS_PYTHON={python}"
+def _environment(python: str, shared: bool) -> str:
+    # From an image, the image's python3 has lensjobs; on a shared filesystem the submitter's.
+    return f"LENSJOBS_PYTHON={python}" if shared else ""
+
+
+# OSPool job duration categories: "Medium" jobs are expected to end within 10 h (held at
+# 20 h), "Long" ones within 20 h; checkpointing restarts the clock (../shared/OSPOOL.md).
+MEDIUM_HOURS = 10
+# Infer: image start-up and reading the catalogue, then the networks' measured CPU rate
+# (BENCHMARKS.md: 238-256 candidates/s on 2 cores); a GPU is faster.
+INFER_START_S = 120
+INFER_PER_S = 200
+
+
+def duration_category(seconds: float) -> str:
+    return "Medium" if seconds < MEDIUM_HOURS * 3600 else "Long"
+
+
+def _container(image: Image | None) -> str:
+    return f"container_image           = {image.container_image}" if image else ""
+
+
+def _with_image(megabytes: int, image: Image | None) -> str:
+    # A transferred image lands in the job's sandbox; docker:// images are converted into
+    # the execute node's own cache, whose size we cannot know here.
+    return f"{megabytes + ((image.megabytes or 0) if image else 0)}MB"
+
+
+def input_name(info: dict) -> str:
+    """The catalogue's file name as the infer job receives it."""
+    return info["input"].get("osdf", "candidates.fits").rsplit("/", 1)[-1]
 
 
 def template_values(
-    run_dir: Path, settings: RunSettings, input_bytes: int, n: int
+    run_dir: Path, settings: RunSettings, info: dict, images: dict[str, Image] | None
 ) -> dict[str, str]:
-    image = settings.container_image
+    """Every ``{{token}}`` of the submit templates, from run.json's contents."""
+    n = info["input"]["candidates"]
+    fit, infer = (images["fit"], images["infer"]) if images else (None, None)
+    gpu_lines = []
+    if settings.infer_gpu_memory:
+        gpu_lines.append(f"gpus_minimum_memory       = {settings.infer_gpu_memory}")
+    if settings.infer_gpu_capability:
+        gpu_lines.append(f"gpus_minimum_capability   = {settings.infer_gpu_capability:g}")
+    fit_seconds = PRESETS[settings.preset].median_cpu_seconds
+    project = f'+ProjectName              = "{settings.project}"' if settings.project else ""
+    # The catalogue, priors.fits (int16 maps: ~17 kB per candidate) and room to spare.
+    infer_disk = (2 * info["input"]["bytes"] + n * 17_000) // 1_000_000 + 1000
     return {
         "run": str(run_dir),
         "preset": settings.preset,
         "checkpoint_every": str(settings.checkpoint_every),
         "fit_memory": f"{settings.fit_memory}MB",
-        "fit_disk": f"{settings.fit_disk}MB",
+        "fit_disk": _with_image(settings.fit_disk, fit),
         "infer_gpus": str(settings.infer_gpus),
+        "infer_gpu_requirements": "\n".join(gpu_lines),
         "infer_cpus": str(settings.infer_cpus),
         "infer_memory": f"{settings.infer_memory}MB",
-        # The catalogue, priors.fits (int16 maps: ~17 kB per candidate) and room to spare.
-        "infer_disk": f"{(2 * input_bytes + n * 17_000) // 1_000_000 + 1000}MB",
-        "environment": _environment(sys.executable, image is not None),
-        "ap_environment": _environment(sys.executable, False),
-        "container": f"container_image           = {image}" if image else "",
+        "infer_disk": _with_image(infer_disk, infer),
+        "candidates": info["input"].get("osdf", f"{run_dir}/candidates.fits"),
+        "candidates_name": input_name(info),
+        "environment": _environment(sys.executable, settings.shared_fs),
+        "ap_environment": _environment(sys.executable, True),
+        "fit_container": _container(fit),
+        "infer_container": _container(infer),
+        "fit_duration": duration_category(min(fit_seconds, settings.checkpoint_every)),
+        "infer_duration": duration_category(INFER_START_S + n / INFER_PER_S),
+        "project": project,
     }
 
 
-def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, n: int) -> None:
+def read_images(info: dict) -> dict[str, Image] | None:
+    """The images run.json records (None: jobs use the access point's Python)."""
+    recorded = info.get("images")
+    return {kind: Image(**image) for kind, image in recorded.items()} if recorded else None
+
+
+def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, info: dict) -> None:
     """Write the submit files into ``target`` with paths for a run living at ``run_dir``."""
-    input_bytes = (target / "candidates.fits").stat().st_size
-    values = template_values(run_dir, settings, input_bytes, n)
+    values = template_values(run_dir, settings, info, read_images(info))
     for name in SUBMIT_FILES:
         text = render((TEMPLATES / name).read_text(), values, str(TEMPLATES / name))
         (target / name).write_text(text)
@@ -146,6 +198,7 @@ def create_run(
     runs_dir: Path,
     settings: RunSettings,
     executor: str,
+    images: dict[str, Image] | None,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[Run, Candidates]:
     """Validate, then write the whole run directory under a temporary name and rename it into
@@ -166,26 +219,32 @@ def create_run(
             (building / sub).mkdir()
         shutil.copytree(WRAPPERS, building / "jobs")
         _link_or_copy(input_path, staged.candidates)
+        checksum = sha256_of(input_path)
+        info = {
+            "name": settings.name,
+            "created": now(),
+            "executor": executor,
+            "input": {
+                "path": str(input_path.resolve()),
+                "sha256": checksum,
+                "bytes": input_path.stat().st_size,
+                "candidates": candidates.n,
+                "fits": len(candidates.fit_ids),
+            },
+            "images": {k: image.model_dump() for k, image in images.items()} if images else None,
+            "skipped": candidates.skipped,
+            "settings": settings.model_dump(),
+            "versions": versions(),
+            "submissions": [],
+        }
+        if settings.osdf_dir:
+            # OSDF caches by name: a changed catalogue must get a new one.
+            name = f"lensjobs-{settings.name}-{checksum[:12]}.fits"
+            info["input"]["osdf"] = f"{settings.osdf_dir}/{name}"
         # Paths inside the files are the final ones: the directory is renamed, not moved.
-        render_submit_files(building, run.dir, settings, candidates.n)
+        render_submit_files(building, run.dir, settings, info)
         write_dag(staged, candidates.fit_ids, settings)
-        staged.write_info(
-            {
-                "name": settings.name,
-                "created": now(),
-                "executor": executor,
-                "input": {
-                    "path": str(input_path.resolve()),
-                    "sha256": sha256_of(input_path),
-                    "candidates": candidates.n,
-                    "fits": len(candidates.fit_ids),
-                },
-                "skipped": candidates.skipped,
-                "settings": settings.model_dump(),
-                "versions": versions(),
-                "submissions": [],
-            }
-        )
+        staged.write_info(info)
         building.rename(run.dir)
     finally:
         shutil.rmtree(building, ignore_errors=True)

@@ -11,11 +11,18 @@ import re
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from lensjobs.files import atomic_write
 from lensjobs.fit.presets import PRESETS
@@ -59,7 +66,13 @@ class RunSettings(BaseModel, extra="forbid"):
     fit_disk: Megabytes = 100
     max_running_fits: int = Field(default=1000, ge=1)
     checkpoint_every: int = Field(default=1800, ge=1)
-    container_image: str | None = None
+    # Jobs run from the images in run.json unless the execute nodes share this filesystem
+    # (and this Python): --shared-fs, or --local.
+    shared_fs: bool = False
+    infer_gpu_memory: Megabytes | None = None
+    infer_gpu_capability: float | None = Field(default=None, ge=1.0, le=20.0)
+    osdf_dir: str | None = None
+    project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
 
     @field_validator("preset")
     @classmethod
@@ -68,20 +81,38 @@ class RunSettings(BaseModel, extra="forbid"):
             raise ValueError(f"unknown; choose one of {', '.join(PRESETS)}")
         return preset
 
+    @model_validator(mode="after")
+    def _gpu_needs_gpu(self) -> RunSettings:
+        if self.infer_gpus == 0:
+            for name in ("infer_gpu_memory", "infer_gpu_capability"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name} asks about a GPU; it needs --infer-gpus 1")
+        return self
+
 
 def settings_error(error: ValidationError) -> str:
     """pydantic's report as one line naming the option."""
     first = error.errors()[0]
-    where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
     message = str(first["msg"]).removeprefix("Value error, ")
+    if not first["loc"]:  # a check of several settings together names its own
+        name, message = message.split(" ", 1)
+        return f"--{name.replace('_', '-')}: {message}"
+    where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
     if first["type"] == "string_pattern_mismatch":
-        message = "use 1-64 letters, digits, '_' or '-'"
+        allowed = "'_', '.' or '-'" if first["loc"] == ("project",) else "'_' or '-'"
+        message = f"use 1-64 letters, digits, {allowed}"
     return f"{where} {first.get('input')!r}: {message}"
 
 
 def versions() -> dict[str, str]:
-    packages = ("lensjobs", "lenstronomy", "torch", "htcondor")
-    return {"python": sys.version.split()[0]} | {p: version(p) for p in packages}
+    """This Python's packages that matter to a run (torch and htcondor are extras)."""
+    found = {"python": sys.version.split()[0]}
+    for package in ("lensjobs", "lenstronomy", "torch", "htcondor"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The workflow on a real personal HTCondor pool (containers/minicondor), driven as a user on
 an access point would: `lensjobs submit`, condor_q, condor_rm, `lensjobs status`,
-`lensjobs resubmit`, `lensjobs pull`, all run inside the pool's root as its user.
+`lensjobs resubmit`, `lensjobs pull`, all run inside the pool's root as its user. Jobs run
+from the images `make images` built (the default), and see nothing of the access point.
 
 One run of four simulated lenses (quick preset, --infer-gpus 0) carries every fault: one
 candidate's r band is constant, so its fit fails for good (exit 2); another's fit job is
@@ -17,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,7 @@ def first_run(work: Path) -> dict:
         return f"held {held_node}: " in shown[-1]
 
     wait_for(status_shows_held, 120, "lensjobs status to show the held node", every=5)
+    held_ad = in_pool(f"condor_q -l -const '{held_job}'").stdout
     released = in_pool(f"condor_release -const '{held_job}'")
     assert released.returncode == 0, released.stderr
     wait_for(lambda: not queued(cluster), 600, "the DAG to end", every=3)
@@ -141,10 +144,55 @@ def first_run(work: Path) -> dict:
         "submit": submit.stdout,
         "batch_names": batch_names,
         "held_status": shown[-1],
+        "held_ad": held_ad,
         "status": lensjobs("status", run),
         "status_file": (run / "lensjobs.dag.status").read_text(),
         "nodes_log": (run / "lensjobs.dag.nodes.log").read_text(),
     }
+
+
+def test_jobs_run_from_the_images(first_run: dict) -> None:
+    info = json.loads((first_run["run"] / "run.json").read_text())
+    fit, infer = info["images"]["fit"], info["images"]["infer"]
+    assert fit["source"] == infer["source"] == "make images"
+    assert Path(fit["path"]).name.startswith("lensjobs-fit-")
+    # A local image is transferred with the job and named by its file name there.
+    assert f'ContainerImage = "{Path(fit["path"]).name}"' in first_run["held_ad"]
+    assert fit["container_image"] in first_run["held_ad"].split("TransferInput = ")[1]
+    assert f"fit image: {fit['container_image']} (make images)" in first_run["submit"]
+    sub = (first_run["run"] / "infer.sub").read_text()
+    assert f"container_image           = {infer['container_image']}" in sub
+    for name in ("infer.sub", "fit.sub"):  # no path into the access point's Python
+        text = (first_run["run"] / name).read_text()
+        assert sys.prefix not in text and sys.base_prefix not in text
+
+
+def test_a_job_in_the_fit_image_sees_nothing_of_the_access_point(
+    first_run: dict, work: Path
+) -> None:
+    """The execute side shares nothing: not this Python, its venv, the repository or the
+    run directories; it has lensjobs from the image, and no torch."""
+    image = json.loads((first_run["run"] / "run.json").read_text())["images"]["fit"]
+    probe = work / "probe"
+    probe.mkdir()
+    probe.chmod(0o1777)
+    paths = [sys.prefix, sys.base_prefix, str(REPO), str(work)]
+    (probe / "probe.sh").write_text(
+        "#!/bin/bash\n"
+        f"for p in {' '.join(paths)}; do [ -e $p ] && echo visible $p || echo absent $p; done\n"
+        "python3 -c 'import lensjobs.fit.node; print(\"lensjobs\", lensjobs.__version__)'\n"
+        "python3 -c 'import torch' 2>/dev/null && echo torch || echo no torch\n"
+    )
+    (probe / "probe.sh").chmod(0o755)
+    (probe / "probe.sub").write_text(
+        f"executable = probe.sh\ncontainer_image = {image['container_image']}\n"
+        "output = probe.out\nerror = probe.err\nlog = probe.log\n"
+        "should_transfer_files = YES\nrequest_disk = 1GB\nqueue\n"
+    )
+    ran = in_pool(f"cd {probe} && condor_submit probe.sub && condor_wait probe.log", 300)
+    assert ran.returncode == 0, ran.stderr
+    said = (probe / "probe.out").read_text().splitlines()
+    assert said == [f"absent {p}" for p in paths] + [f"lensjobs {version('lensjobs')}", "no torch"]
 
 
 def test_submit_prints_the_cluster_and_condor_q_shows_the_batch(first_run: dict) -> None:
@@ -257,3 +305,31 @@ def test_condor_submit_dag_is_the_fallback_submitter(work: Path) -> None:
     finally:
         in_pool(f"condor_rm {cluster}")
     wait_for(lambda: not queued(cluster), 120, "the removed DAG to leave the queue", every=2)
+
+
+def test_an_ospool_dry_run_is_accepted_by_condor_submit(first_run: dict, work: Path) -> None:
+    """OSDF transfers cannot be tried here: the rendered files are checked by HTCondor's own
+    condor_submit -dry-run instead (URLs, container image, duration category, GPU asks)."""
+    osdf = "osdf:///ospool/ap40/data/astro/lensjobs"
+    images = json.loads((first_run["run"] / "run.json").read_text())["images"]
+    made = lensjobs(
+        "submit", work / "clean.fits", "--runs-dir", work / "runs", "--name", "ospool",
+        "--osdf-dir", osdf, "--fit-image", images["fit"]["path"],
+        "--infer-image", images["infer"]["path"], "--infer-gpu-memory", "10GB",
+        "--project", "UW_Astro", "--dry-run",
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    run = work / "runs" / "ospool"
+    catalogue = json.loads((run / "run.json").read_text())["input"]["osdf"]
+    checked = in_pool(f"cd {run} && condor_submit -dry-run - infer.sub")
+    assert checked.returncode == 0, checked.stderr
+    ad = dict(line.split("=", 1) for line in checked.stdout.splitlines() if "=" in line)
+    infer_image = Path(images["infer"]["path"]).name
+    assert ad["ContainerImage"] == f'"{infer_image}"'
+    assert ad["ContainerImageSource"] == '"osdf"'
+    inputs = ad["TransferInput"].strip('"').split(",")
+    assert catalogue in inputs and f"{osdf}/{infer_image}" in inputs
+    assert 'stringListIMember("osdf",TARGET.HasFileTransferPluginMethods)' in ad["Requirements"]
+    assert ad["JobDurationCategory"] == '"Medium"'
+    assert ad["ProjectName"] == '"UW_Astro"'
+    assert ad["GPUsMinMemory"] == "10240"

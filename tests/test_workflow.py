@@ -4,9 +4,11 @@ pull behave as on a pool. The pool itself is exercised in test_pool.py."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +52,21 @@ def local_run(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return runs / "candidates"
 
 
+def stand_in_image(path: Path, megabytes: float) -> Path:
+    """A file named like an image, for dry runs (the real images run in test_pool.py)."""
+    path.write_bytes(b"\0" * int(megabytes * 1_000_000))
+    return path
+
+
 def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Path) -> None:
+    fit_image = stand_in_image(tmp_path / "fit-1.sif", 2.5)
     result = run_cli(
         "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--name", "dry",
-        "--fit-memory", "2GB", "--max-running-fits", "7", "--container-image", "osg/lensjobs:1",
+        "--fit-memory", "2GB", "--max-running-fits", "7", "--fit-image", fit_image,
+        "--infer-image", "docker://hub.example.org/lensjobs-infer:1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert f"fit image: {fit_image} (--fit-image)" in result.stdout
     run = tmp_path / "dry"
     ids = catalogue_ids(candidates)
     broken = ids[BROKEN]
@@ -81,9 +92,23 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     assert re.search(r"^request_memory\s+= 2048MB$", fit_sub, re.MULTILINE)
     assert re.search(r"^checkpoint_exit_code\s+= 85$", fit_sub, re.MULTILINE)
     assert re.search(r"^transfer_checkpoint_files\s+= checkpoint.npz$", fit_sub, re.MULTILINE)
-    assert re.search(r"^container_image\s+= osg/lensjobs:1$", fit_sub, re.MULTILINE)
-    assert re.search(r"^request_gpus\s+= 1$", (run / "infer.sub").read_text(), re.MULTILINE)
+    assert re.search(rf"^container_image\s+= {fit_image}$", fit_sub, re.MULTILINE)
+    assert re.search(r"^request_disk\s+= 103MB$", fit_sub, re.MULTILINE)  # 100 + the image
+    assert re.search(r'^\+JobDurationCategory\s+= "Medium"$', fit_sub, re.MULTILINE)
+    infer_sub = (run / "infer.sub").read_text()
+    assert re.search(r"^request_gpus\s+= 1$", infer_sub, re.MULTILINE)
+    assert "gpus_minimum" not in infer_sub  # asked for only when given
+    assert "ProjectName" not in infer_sub
+    assert re.search(
+        r"^container_image\s+= docker://hub.example.org/lensjobs-infer:1$", infer_sub, re.M
+    )
+    # Jobs see nothing of this machine: no path into its Python or venv.
+    for sub in (fit_sub, infer_sub):
+        assert sys.prefix not in sub and sys.base_prefix not in sub
+        assert "LENSJOBS_PYTHON" not in sub
     info = json.loads((run / "run.json").read_text())
+    assert info["images"]["fit"]["sha256"] == hashlib.sha256(fit_image.read_bytes()).hexdigest()
+    assert info["images"]["infer"]["sha256"] is None  # not a local file
     assert info["settings"]["fit_memory"] == 2048
     assert info["input"]["fits"] == len(ids) - 1
     assert info["skipped"][broken] == "100 NaN/Inf pixels"
@@ -100,6 +125,13 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
         (["--preset", "fast"], "error: --preset 'fast': unknown; choose one of"),
         (["--name", "../x"], "error: --name '../x': use 1-64 letters, digits, '_' or '-'"),
         (["--infer-gpus", "3"], "error: --infer-gpus 3: "),
+        (["--project", "a b"], "error: --project 'a b': use 1-64 letters, digits, '_', '.' or '-'"),
+        (["--osdf-dir", "http://x/y"], "error: --osdf-dir 'http://x/y': not an OSDF directory"),
+        (["--fit-image", "none.sif"], "error: --fit-image 'none.sif' (--fit-image): no such file"),
+        (
+            ["--infer-gpus", "0", "--infer-gpu-memory", "8GB"],
+            "error: --infer-gpu-memory: asks about a GPU; it needs --infer-gpus 1",
+        ),
     ],
 )
 def test_bad_settings_write_nothing(
@@ -112,10 +144,98 @@ def test_bad_settings_write_nothing(
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+@pytest.fixture
+def no_default_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither variables, a config file nor built images name an image."""
+    monkeypatch.setenv("LENSJOBS_IMAGE_DIR", str(tmp_path / "no-images"))
+    monkeypatch.setenv("LENSJOBS_CONFIG", str(tmp_path / "no-config.toml"))
+    monkeypatch.delenv("LENSJOBS_FIT_IMAGE", raising=False)
+    monkeypatch.delenv("LENSJOBS_INFER_IMAGE", raising=False)
+
+
+def test_without_an_image_submit_refuses_and_writes_nothing(
+    candidates: Path, tmp_path: Path, no_default_images: None
+) -> None:
+    result = run_cli("submit", candidates, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "error: no fit image: build the images with 'make images' in the lensjobs checkout, "
+        "or name one with --fit-image or $LENSJOBS_FIT_IMAGE"
+    )
+    assert "--shared-fs runs jobs with this Python" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+    shared = run_cli(
+        "submit", candidates, "--runs-dir", tmp_path / "runs", "--dry-run", "--shared-fs"
+    )
+    assert shared.returncode == 0, shared.stderr
+    fit_sub = (tmp_path / "runs" / "candidates" / "fit.sub").read_text()
+    assert f'environment               = "LENSJOBS_PYTHON={sys.executable}"' in fit_sub
+    assert "container_image" not in fit_sub
+
+
+def test_images_come_from_the_environment_or_the_config_file(
+    candidates: Path, tmp_path: Path, no_default_images: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    infer = "osdf:///ospool/ap40/data/astro/lensjobs-infer-0.1.0-1.sif"
+    config = tmp_path / "config.toml"
+    config.write_text(f'infer_image = "{infer}"\nproject = "Astro_Lenses"\n')
+    monkeypatch.setenv("LENSJOBS_CONFIG", str(config))
+    monkeypatch.setenv("LENSJOBS_FIT_IMAGE", "docker://example.org/lensjobs-fit:0.1.0")
+    result = run_cli("submit", candidates, "--runs-dir", tmp_path / "runs", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "fit image: docker://example.org/lensjobs-fit:0.1.0 ($LENSJOBS_FIT_IMAGE)" in (
+        result.stdout
+    )
+    assert f"infer image: {infer} ({config})" in result.stdout
+    run = tmp_path / "runs" / "candidates"
+    for sub in ("fit.sub", "infer.sub"):
+        assert '+ProjectName              = "Astro_Lenses"' in (run / sub).read_text()
+    config.write_text("fit_imag = 'x.sif'\n")
+    typo = run_cli("submit", candidates, "--runs-dir", tmp_path / "runs2", "--dry-run")
+    assert typo.returncode == 2
+    assert f"error: {config}: unknown key 'fit_imag'; the keys are fit_image" in typo.stderr
+
+
+def test_osdf_dry_run_names_every_input_by_url(candidates: Path, tmp_path: Path) -> None:
+    osdf = "osdf:///ospool/ap40/data/astro/lensjobs"
+    fit = stand_in_image(tmp_path / "lensjobs-fit-0.1.0-aaaa.sif", 0.1)
+    infer = stand_in_image(tmp_path / "lensjobs-infer-0.1.0-bbbb.sif", 3.2)
+    args = [
+        "submit", candidates, "--runs-dir", tmp_path / "runs", "--name", "ospool",
+        "--osdf-dir", osdf + "/", "--fit-image", fit, "--infer-image", infer,
+        "--infer-gpu-memory", "10GB", "--infer-gpu-capability", "8.0", "--project", "UW_Astro",
+    ]  # fmt: skip
+    # Not on an OSPool access point: /ospool/... is not here, so a real submission refuses.
+    refused = run_cli(*args)
+    assert refused.returncode == 2
+    assert "/ospool/ap40/data/astro/lensjobs is not visible here" in refused.stderr
+    assert not (tmp_path / "runs").exists()
+
+    result = run_cli(*args, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "ospool"
+    info = json.loads((run / "run.json").read_text())
+    catalogue = f"lensjobs-ospool-{info['input']['sha256'][:12]}.fits"
+    assert info["input"]["osdf"] == f"{osdf}/{catalogue}"
+    fit_sub, infer_sub = (run / "fit.sub").read_text(), (run / "infer.sub").read_text()
+    assert f"container_image           = {osdf}/{fit.name}" in fit_sub
+    assert f"container_image           = {osdf}/{infer.name}" in infer_sub
+    assert f"transfer_input_files      = {osdf}/{catalogue}, {run}/jobs/common.sh" in infer_sub
+    assert f"arguments                 = {catalogue}" in infer_sub
+    assert "gpus_minimum_memory       = 10240" in infer_sub
+    assert "gpus_minimum_capability   = 8\n" in infer_sub
+    assert "request_disk              = 1004MB" in infer_sub  # 1000 + the 3.2 MB image
+    # What to put on OSDF, file by file.
+    assert f"  {run / 'candidates.fits'} -> {osdf}/{catalogue}" in result.stdout
+    assert f"  {fit} -> {osdf}/{fit.name}" in result.stdout
+    assert f"  {infer} -> {osdf}/{infer.name}" in result.stdout
+
+
 def test_bad_catalogue_writes_no_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.fits"
     bad.write_bytes(b"not a FITS file at all")
-    result = run_cli("submit", bad, "--runs-dir", tmp_path / "runs", "--dry-run")
+    result = run_cli("submit", bad, "--runs-dir", tmp_path / "runs", "--dry-run", "--shared-fs")
     assert result.returncode == 2
     assert result.stderr.startswith("error: ")
     assert not (tmp_path / "runs" / "bad").exists()
@@ -124,7 +244,9 @@ def test_bad_catalogue_writes_no_run(tmp_path: Path) -> None:
 
 def test_an_existing_run_is_never_overwritten(local_run: Path, candidates: Path) -> None:
     before = (local_run / "run.json").read_text()
-    result = run_cli("submit", candidates, "--runs-dir", local_run.parent, "--dry-run")
+    result = run_cli(
+        "submit", candidates, "--runs-dir", local_run.parent, "--dry-run", "--shared-fs"
+    )
     assert result.returncode == 2
     assert "already exists; choose another --name, or use 'lensjobs resubmit" in result.stderr
     assert (local_run / "run.json").read_text() == before

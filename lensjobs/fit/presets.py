@@ -31,6 +31,10 @@ class FitPreset(BaseModel):
         "'de' (differential evolution, mixes faster on correlated posteriors)",
     )
     supersampling: int = 1
+    median_cpu_seconds: float = Field(
+        description="measured cost of one fit (BENCHMARKS.md); how long a fit job is expected "
+        "to run, for HTCondor's job duration category"
+    )
 
 
 PRESETS: dict[str, FitPreset] = {
@@ -43,6 +47,7 @@ PRESETS: dict[str, FitPreset] = {
         min_steps=1000,
         max_steps=1000,
         converge=False,
+        median_cpu_seconds=464,
     ),
     "standard": FitPreset(
         name="standard",
@@ -56,6 +61,7 @@ PRESETS: dict[str, FitPreset] = {
         tau_factor=10.0,
         tau_rtol=0.2,
         moves="de",
+        median_cpu_seconds=38,
     ),
     "quick": FitPreset(
         name="quick",
@@ -67,5 +73,6 @@ PRESETS: dict[str, FitPreset] = {
         max_steps=40,
         chunk=20,
         converge=False,
+        median_cpu_seconds=5,
     ),
 }
