@@ -42,11 +42,15 @@ enter() {
     mount -t proc proc "$root/proc"
     mount --rbind /dev "$root/dev"
     mount -t sysfs sysfs "$root/sys"
-    mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+    # Apptainer builds want /tmp to be a mount point; the root'"'"'s own /tmp bound onto itself
+    # keeps paths bound below it (a checkout in /tmp) visible.
+    mount --rbind "$root/tmp" "$root/tmp"
     # Apptainer mounts images with squashfuse as the pool user: a FUSE node open to all, as
     # stock Debian has it, for this namespace only (this machine keeps its own at 0600).
-    mknod -m 666 "$root/tmp/.fuse" c 10 229
-    mount --bind "$root/tmp/.fuse" "$root/dev/fuse"
+    mkdir -p "$root/run/lensjobs-fuse"
+    mount -t tmpfs -o size=64k,mode=755 fuse "$root/run/lensjobs-fuse"
+    mknod -m 666 "$root/run/lensjobs-fuse/fuse" c 10 229
+    mount --bind "$root/run/lensjobs-fuse/fuse" "$root/dev/fuse"
     cd "$root"
     mkdir -p .oldroot
     pivot_root . .oldroot
