@@ -23,7 +23,7 @@ from rich.table import Table
 from lensjobs.catalog import BANDS, CatalogError, open_catalog
 
 if TYPE_CHECKING:
-    from lensjobs.run import Run, RunSettings
+    from lensjobs.workflow.run import Run, RunSettings
 
 app = typer.Typer(
     help="Strong-lens candidate catalogues to lens models at HTCondor scale.",
@@ -149,7 +149,7 @@ def simulate(
 def _settings(**values) -> RunSettings:
     from pydantic import ValidationError
 
-    from lensjobs.run import RunSettings, settings_error
+    from lensjobs.workflow.run import RunSettings, settings_error
 
     try:
         return RunSettings(**{k: v for k, v in values.items() if v is not None})
@@ -158,7 +158,7 @@ def _settings(**values) -> RunSettings:
 
 
 def _open_run(path: Path) -> Run:
-    from lensjobs.run import RunError, open_run
+    from lensjobs.workflow.run import RunError, open_run
 
     try:
         return open_run(path)
@@ -221,9 +221,9 @@ def submit(
 
     Jobs run from the fit and infer images (make images builds them); defaults come from
     $LENSJOBS_FIT_IMAGE / $LENSJOBS_INFER_IMAGE or ~/.config/lensjobs/config.toml."""
-    from lensjobs.dag import create_run
-    from lensjobs.images import check_osdf_dir, choose_images, osdf_area, read_config
-    from lensjobs.run import NAME_PATTERN, RunError
+    from lensjobs.workflow.images import check_osdf_dir, choose_images, osdf_area, read_config
+    from lensjobs.workflow.run import NAME_PATTERN, RunError
+    from lensjobs.workflow.write import create_run
 
     if name is None:
         name = candidates.name.removesuffix(".gz").removesuffix(".fits")
@@ -285,7 +285,7 @@ def submit(
 
 def _say_images(run: Run) -> None:
     """Which images the jobs start from, and with OSDF what must be there before they do."""
-    from lensjobs.images import osdf_uploads
+    from lensjobs.workflow.images import osdf_uploads
 
     info = run.read_info()
     for image in (info["images"] or {}).values():
@@ -303,7 +303,7 @@ def _say_images(run: Run) -> None:
 
 
 def _put_on_osdf(run: Run) -> None:
-    from lensjobs.images import osdf_uploads, put_on_osdf
+    from lensjobs.workflow.images import osdf_uploads, put_on_osdf
 
     try:
         written = put_on_osdf(osdf_uploads(run.read_info(), run.candidates))
@@ -315,7 +315,7 @@ def _put_on_osdf(run: Run) -> None:
 
 def _start(run: Run, executor: str, jobs: int) -> None:
     """Submit to the schedd, or run here with --local; record it in run.json."""
-    from lensjobs.run import RunError, now
+    from lensjobs.workflow.run import RunError, now
 
     info = run.read_info()
     if executor == "local":
@@ -323,7 +323,7 @@ def _start(run: Run, executor: str, jobs: int) -> None:
         run.write_info(info)
         _run_local(run, jobs)
         return
-    from lensjobs.condor import batch_name, submit_dag
+    from lensjobs.workflow.condor import batch_name, submit_dag
 
     try:
         cluster = submit_dag(run)
@@ -341,8 +341,8 @@ def _start(run: Run, executor: str, jobs: int) -> None:
 
 
 def _run_local(run: Run, jobs: int) -> None:
-    from lensjobs.dag import NodeState
-    from lensjobs.local import LocalDag
+    from lensjobs.workflow.local import LocalDag
+    from lensjobs.workflow.read import NodeState
 
     with progress_bar(f"running {run.name} locally", 1) as progress:
         task = progress.task_ids[0]
@@ -363,7 +363,7 @@ def _run_local(run: Run, jobs: int) -> None:
 def _print_status(run: Run, max_problems: int = 20) -> None:
     import time
 
-    from lensjobs.status import STATES, read_status
+    from lensjobs.workflow.status import STATES, read_status
 
     status = read_status(run, max_problems)
     counts = ", ".join(f"{status.counts[s]} {s}" for s in STATES if status.counts[s])
@@ -407,7 +407,7 @@ def status(
     """Where a run stands: nodes by state, progress, ETA, and why nodes failed or are held."""
     import time
 
-    from lensjobs.status import read_status
+    from lensjobs.workflow.status import read_status
 
     run = _open_run(run_dir)
     if not watch or not run.read_info()["submissions"]:  # a dry run never finishes
@@ -433,7 +433,8 @@ def resubmit(
 ) -> None:
     """Run failed (and --nodes) fits again through the rescue DAG; DONE fits never rerun."""
     from lensjobs.catalog import SAFE_ID
-    from lensjobs.dag import dag_succeeded, fit_node, read_dag, render_submit_files, rerun_nodes
+    from lensjobs.workflow.read import dag_succeeded, fit_node, read_dag
+    from lensjobs.workflow.write import render_submit_files, rerun_nodes
 
     run = _open_run(run_dir)
     _refuse_while_queued(run)
@@ -462,18 +463,9 @@ def resubmit(
 
 
 def _refuse_while_queued(run: Run) -> None:
-    from lensjobs.condor import dag_queued
-    from lensjobs.local import running_here
+    from lensjobs.workflow.condor import still_queued
 
-    submissions = run.read_info()["submissions"]
-    last = submissions[-1] if submissions else {}
-    if last.get("executor") == "condor":
-        queued = dag_queued(last["cluster"])
-        if queued is None:  # the schedd cannot say; DAGMan holds its lock file while it runs
-            queued = (run.dir / f"{run.DAG}.lock").exists()
-    else:
-        queued = running_here(run)
-    if queued:
+    if still_queued(run):
         fail(
             f"{run.dir}: its DAG is still queued or running; wait for it "
             f"(lensjobs status {run.dir}) or remove it with condor_rm first"
@@ -486,8 +478,8 @@ def pull(
     to: Annotated[Path, typer.Option(help="Where to put the results.")],
 ) -> None:
     """Verify result tarballs against the manifest, extract them and the summary."""
-    from lensjobs.pull import pull_results
-    from lensjobs.run import RunError
+    from lensjobs.workflow.pull import pull_results
+    from lensjobs.workflow.run import RunError
 
     run = _open_run(run_dir)
     try:

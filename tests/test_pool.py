@@ -25,7 +25,7 @@ import pytest
 from astropy.io import fits
 
 from lensjobs.simulate import simulate_catalog
-from lensjobs.status import parse_status
+from lensjobs.workflow.read import parse_status
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
@@ -293,8 +293,9 @@ def test_condor_submit_dag_is_the_fallback_submitter(work: Path) -> None:
     assert made.returncode == 0, made.stderr
     run = work / "runs" / "bytools"
     code = (
-        "from pathlib import Path; from lensjobs.condor import submit_with_tools; "
-        f"from lensjobs.run import open_run; print(submit_with_tools(open_run(Path('{run}'))))"
+        "from pathlib import Path; from lensjobs.workflow.condor import submit_with_tools; "
+        "from lensjobs.workflow.run import open_run; "
+        f"print(submit_with_tools(open_run(Path('{run}'))))"
     )
     submitted = in_pool(f"{shlex.quote(sys.executable)} -c {shlex.quote(code)}")
     assert submitted.returncode == 0, submitted.stderr

@@ -11,7 +11,7 @@ import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from lensjobs.run import Run, RunError
+from lensjobs.workflow.run import Run, RunError
 
 # DAGMan job states that mean "still in the queue" (idle, running, held, ...): not 3
 # (removed) or 4 (completed).
@@ -90,6 +90,21 @@ def dag_queued(cluster: int) -> bool | None:
     except (htcondor2.HTCondorException, OSError, RuntimeError):
         return None
     return any(ad.get("JobStatus") not in _GONE for ad in ads)
+
+
+def still_queued(run: Run) -> bool:
+    """Whether the run's last submission is still queued or running: its DAGMan job in the
+    schedd (DAGMan's lock file when the schedd cannot say), or a live --local executor."""
+    from lensjobs.workflow.local import running_here
+
+    submissions = run.read_info()["submissions"]
+    last = submissions[-1] if submissions else {}
+    if last.get("executor") != "condor":
+        return running_here(run)
+    queued = dag_queued(last["cluster"])
+    if queued is None:  # DAGMan holds its lock file while it runs
+        return (run.dir / f"{run.DAG}.lock").exists()
+    return queued
 
 
 def _one_line(error: Exception) -> str:

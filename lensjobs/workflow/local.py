@@ -2,7 +2,8 @@
 startd would: the same lensjobs.dag and submit files, node commands, dependency order,
 RETRY ... UNLESS-EXIT, POST scripts, the FINAL node, the node status file and rescue DAGs.
 
-Only the subset of the DAG and submit languages that ``lensjobs.dag`` writes is read."""
+Only the subset of the DAG and submit languages that ``lensjobs.workflow.write`` writes is
+read."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import IO
 
-from lensjobs.dag import Dag, Node, NodeState, done_in_rescue, read_dag, read_submit, write_rescue
-from lensjobs.run import Run
+from lensjobs.workflow.read import Dag, Node, NodeState, done_in_rescue, read_dag, read_submit
+from lensjobs.workflow.run import Run
+from lensjobs.workflow.write import write_rescue
 
 
 def _job_environment(description: dict[str, str]) -> dict[str, str]:

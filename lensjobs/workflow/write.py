@@ -1,42 +1,30 @@
 """Write a run: validate the catalogue, then render ``submit/`` and ``jobs/`` into a new run
-directory and write ``lensjobs.dag``. Orchestration only: the science is in the node
-commands the DAG runs (``lensjobs node infer|split|fit|aggregate``)."""
+directory and write ``lensjobs.dag`` (and later rescue DAGs). Orchestration only: the
+science is in the node commands the DAG runs (``lensjobs node infer|split|fit|aggregate``)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import re
-import shlex
 import shutil
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from enum import IntEnum
+from dataclasses import dataclass
 from pathlib import Path
 
 from lensjobs.catalog import CatalogError, open_catalog
 from lensjobs.files import sha256_of
 from lensjobs.fit.presets import PRESETS
-from lensjobs.images import Image
-from lensjobs.run import Run, RunError, RunSettings, now, versions
+from lensjobs.workflow.images import Image, recorded_images
+from lensjobs.workflow.read import done_nodes, fit_node
+from lensjobs.workflow.run import Run, RunError, RunSettings, now, versions
 
-PROJECT = Path(__file__).resolve().parents[1]
+PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT / "submit"
 WRAPPERS = PROJECT / "jobs"
 SUBMIT_FILES = ("infer.sub", "fit.sub", "aggregate.sub", "dagman.config")
 STATUS_EVERY_S = 30
 _TOKEN = re.compile(r"{{(\w+)}}")
-_MACRO = re.compile(r"\$\((\w+)\)")
-
-
-def fit_node(cid: str) -> str:
-    return f"fit_{cid}"
-
-
-def node_id(node: str) -> str | None:
-    """The candidate ID of a fit node's name; None for infer and aggregate."""
-    return node.removeprefix("fit_") if node.startswith("fit_") else None
 
 
 @dataclass(frozen=True)
@@ -139,15 +127,9 @@ def template_values(
     }
 
 
-def read_images(info: dict) -> dict[str, Image] | None:
-    """The images run.json records (None: jobs use the access point's Python)."""
-    recorded = info.get("images")
-    return {kind: Image(**image) for kind, image in recorded.items()} if recorded else None
-
-
 def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, info: dict) -> None:
     """Write the submit files into ``target`` with paths for a run living at ``run_dir``."""
-    values = template_values(run_dir, settings, info, read_images(info))
+    values = template_values(run_dir, settings, info, recorded_images(info))
     for name in SUBMIT_FILES:
         text = render((TEMPLATES / name).read_text(), values, str(TEMPLATES / name))
         (target / name).write_text(text)
@@ -249,131 +231,6 @@ def create_run(
     finally:
         shutil.rmtree(building, ignore_errors=True)
     return run, candidates
-
-
-# Reading a DAG back: the subset of the DAG and submit languages written above, for the
-# local executor and `lensjobs status`.
-
-
-class NodeState(IntEnum):
-    """DAGMan's node status numbers, as they appear in the node status file (its
-    DagStatus uses them too: 3 running, 5 succeeded, 6 failed)."""
-
-    NOT_READY = 0
-    READY = 1
-    SUBMITTED = 3
-    POSTRUN = 4
-    DONE = 5
-    ERROR = 6
-    FUTILE = 7
-
-
-@dataclass
-class Node:
-    name: str
-    submit: str
-    vars: dict[str, str] = field(default_factory=dict)
-    parents: list[str] = field(default_factory=list)
-    retry: int = 0
-    unless_exit: int | None = None
-    post: list[str] = field(default_factory=list)
-    category: str | None = None
-    final: bool = False
-    state: NodeState = NodeState.NOT_READY
-    details: str = ""
-    retries: int = 0
-
-
-@dataclass
-class Dag:
-    nodes: dict[str, Node]
-    maxjobs: dict[str, int]
-
-
-def read_dag(path: Path) -> Dag:
-    nodes: dict[str, Node] = {}
-    maxjobs: dict[str, int] = {}
-    for number, raw in enumerate(path.read_text().splitlines(), 1):
-        if raw.lstrip().startswith("#"):
-            continue
-        # shlex only where quotes need it (VARS): it is slow on 100,000-node DAGs.
-        words = shlex.split(raw) if '"' in raw else raw.split()
-        if not words:
-            continue
-        keyword, args = words[0].upper(), words[1:]
-        if keyword in ("JOB", "FINAL"):
-            nodes[args[0]] = Node(args[0], args[1], final=keyword == "FINAL")
-        elif keyword == "VARS":
-            nodes[args[0]].vars.update(a.split("=", 1) for a in args[1:])
-        elif keyword == "RETRY":
-            nodes[args[0]].retry = int(args[1])
-            if len(args) > 3 and args[2].upper() == "UNLESS-EXIT":
-                nodes[args[0]].unless_exit = int(args[3])
-        elif keyword == "SCRIPT" and args[0].upper() == "POST":
-            nodes[args[1]].post = args[2:]
-        elif keyword == "CATEGORY":
-            nodes[args[0]].category = args[1]
-        elif keyword == "MAXJOBS":
-            maxjobs[args[0]] = int(args[1])
-        elif keyword == "PARENT":
-            split = [w.upper() for w in args].index("CHILD")
-            for child in args[split + 1 :]:
-                nodes[child].parents.extend(args[:split])
-        elif keyword not in ("CONFIG", "NODE_STATUS_FILE"):
-            raise RunError(f"{path}:{number}: '{keyword}' is not something --local runs")
-    return Dag(nodes, maxjobs)
-
-
-def done_in_rescue(run: Run) -> set[str]:
-    """Nodes the latest rescue DAG marks DONE (DAGMan's own rule for a resubmitted DAG)."""
-    rescues = run.rescue_dags()
-    if not rescues:
-        return set()
-    lines = rescues[-1].read_text().splitlines()
-    return {line.split()[1] for line in lines if line.startswith("DONE ")}
-
-
-def read_submit(path: Path, macros: dict[str, str]) -> dict[str, str]:
-    """key = value lines of a submit file, $(MACRO)s expanded from the node's VARS."""
-
-    def macro(match: re.Match[str]) -> str:
-        return macros.get(match[1], match[0])
-
-    lines = _submit_lines(path, path.stat().st_mtime_ns)
-    return {key: _MACRO.sub(macro, value) for key, value in lines.items()}
-
-
-@functools.cache
-def _submit_lines(path: Path, mtime_ns: int) -> dict[str, str]:
-    # Cached per version of the file: every fit node shares fit.sub, and status may look up
-    # thousands of nodes.
-    description = {}
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = (part.strip() for part in line.split("=", 1))
-        description[key.lower()] = value
-    return description
-
-
-def dag_succeeded(run: Run) -> bool:
-    """Whether the DAG's last run ended well (DagStatus DONE in the node status file)."""
-    from lensjobs.status import read_status_file
-
-    dag, _ = read_status_file(run.status_file)
-    return dag.get("DagStatus") == NodeState.DONE
-
-
-def done_nodes(run: Run) -> set[str]:
-    """Nodes that finished: every DONE node of a DAG that succeeded, else the latest rescue
-    DAG's DONE list (what DAGMan itself would skip)."""
-    from lensjobs.status import read_status_file
-
-    if dag_succeeded(run) or not run.rescue_dags():
-        _, ads = read_status_file(run.status_file)
-        return {ad["Node"] for ad in ads if ad.get("NodeStatus") == NodeState.DONE}
-    return done_in_rescue(run)
 
 
 def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:

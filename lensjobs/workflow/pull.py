@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lensjobs.catalog import SAFE_ID
-from lensjobs.dag import node_id, read_dag
 from lensjobs.files import read_manifest, sha256_of
-from lensjobs.run import Run, RunError
+from lensjobs.workflow.read import node_id, read_dag
+from lensjobs.workflow.run import Run, RunError
 
 
 @dataclass

@@ -4,15 +4,13 @@ for exit codes and hold reasons, and each failed node's stderr."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lensjobs.dag import NodeState, node_id, read_dag, read_submit
-from lensjobs.run import Run
+from lensjobs.workflow.read import NodeState, node_id, read_dag, read_status_file, read_submit
+from lensjobs.workflow.run import Run
 
 STATES = ("done", "running", "idle", "held", "failed", "futile", "waiting")
 STDERR_LINES = 3
@@ -57,49 +55,6 @@ def _state(ad: dict) -> str:
     if status == NodeState.POSTRUN:
         return "running"
     return "waiting"
-
-
-_FIELD = re.compile(r"^\s*(\w+) = (.*?);(?:\s*/\*.*\*/)?\s*$")
-
-
-def _value(text: str) -> int | str:
-    if text.startswith('"'):
-        try:
-            return json.loads(text)  # ClassAd strings escape like JSON's
-        except ValueError:
-            return text.strip('"')
-    try:
-        return int(text)
-    except ValueError:
-        return text
-
-
-def parse_status(text: str) -> list[dict]:
-    """The ads of a node status file, as DAGMan writes them: '[', 'Name = value;' lines,
-    ']' (its one list, DagFiles, is left out). A line parser, not a ClassAd one: the file
-    of a 100,000-node DAG is 18 MB, which classad2.parseAds takes 9 s to read."""
-    ads: list[dict] = []
-    ad: dict | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped == "[":
-            ad = {}
-        elif stripped == "]" and ad is not None:
-            ads.append(ad)
-            ad = None
-        elif ad is not None and (field := _FIELD.match(line)):
-            ad[field[1]] = _value(field[2])
-    return ads
-
-
-def read_status_file(path: Path) -> tuple[dict, list[dict]]:
-    """The DagStatus ad and the NodeStatus ads; empty when the file does not exist yet."""
-    try:
-        ads = parse_status(path.read_text())
-    except FileNotFoundError:
-        return {}, []
-    dag = next((ad for ad in ads if ad.get("Type") == "DagStatus"), {})
-    return dag, [ad for ad in ads if ad.get("Type") == "NodeStatus"]
 
 
 def job_events(log: Path) -> dict[str, str]:

@@ -20,12 +20,12 @@ from typing import Literal
 from pydantic import BaseModel
 
 from lensjobs.files import sha256_of
-from lensjobs.run import RunError
+from lensjobs.workflow.run import RunError
 
 Kind = Literal["fit", "infer"]
 KINDS: tuple[Kind, ...] = ("fit", "infer")
 # Where `make images` puts them (containers/build-images.sh reads the same variable).
-BUILT = Path(__file__).resolve().parents[1] / "images"
+BUILT = Path(__file__).resolve().parents[2] / "images"
 CONFIG_KEYS = ("fit_image", "infer_image", "osdf_dir", "project")
 # No spaces, commas, quotes or semicolons: the value goes into a submit file as it is.
 _URL = re.compile(r"(osdf:///|docker://)[^\s,;\"'=]+")
@@ -41,6 +41,12 @@ class Image(BaseModel, extra="forbid"):
     path: str | None = None  # the local file it is (or, with OSDF, the file to upload)
     sha256: str | None = None
     megabytes: int | None = None  # transferred into the sandbox: counted in request_disk
+
+
+def recorded_images(info: dict) -> dict[str, Image] | None:
+    """The images run.json records (None: jobs use the access point's Python)."""
+    recorded = info.get("images")
+    return {kind: Image(**image) for kind, image in recorded.items()} if recorded else None
 
 
 def config_file() -> Path:

@@ -1,0 +1,5 @@
+"""The workflow: run directories and settings (``run``), job images (``images``), writing a
+run's DAG and submit files (``write``), reading DAGs, submit files and DAGMan's status files
+back (``read``), the schedd (``condor``), the ``--local`` executor (``local``), ``status``
+and ``pull``. It orchestrates the node commands and never does science; the science
+modules never import it."""

@@ -1,0 +1,44 @@
+"""Data flows one way (DESIGN.md): the science never imports the workflow, and within the
+workflow reading a DAG never depends on writing one."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lensjobs"
+SCIENCE = ["catalog.py", "simulate.py", "labels.py", "frame.py", "infer.py", "split.py",
+           "train.py", "files.py", "models", "fit", "aggregate"]  # fmt: skip
+
+
+def imported(path: Path) -> set[str]:
+    """Every module a file imports, also inside functions."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+def files(*names: str) -> list[Path]:
+    paths = [PACKAGE / name for name in names]
+    found = [p for p in paths if p.is_file()] + [
+        f for p in paths if p.is_dir() for f in p.rglob("*.py")
+    ]
+    assert len(found) >= len(names), "a module named here is gone; update the list"
+    return found
+
+
+def test_the_science_never_imports_the_workflow() -> None:
+    for path in files(*SCIENCE):
+        workflow = {m for m in imported(path) if m.startswith("lensjobs.workflow")}
+        assert not workflow, f"{path.relative_to(PACKAGE)} imports {sorted(workflow)}"
+
+
+def test_reading_a_dag_does_not_depend_on_writing_one() -> None:
+    read = imported(PACKAGE / "workflow" / "read.py")
+    assert "lensjobs.workflow.write" not in read
+    assert "lensjobs.workflow.status" not in read
+    assert "lensjobs.workflow.read" in imported(PACKAGE / "workflow" / "write.py")
