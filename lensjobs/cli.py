@@ -294,7 +294,8 @@ def _say_images(run: Run) -> None:
             highlight=False,
         )
     if not info["images"]:
-        out.print("no images: jobs run this machine's Python (a shared filesystem)")
+        where = "here" if info["executor"] == "local" else "on a shared filesystem"
+        out.print(f"no images: jobs run with this machine's Python, {where}")
     uploads = osdf_uploads(info, run.candidates)
     if uploads and not info["submissions"]:
         out.print("on OSDF (submit copies them into the OSDF area of this access point):")
