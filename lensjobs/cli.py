@@ -221,7 +221,7 @@ def submit(
 
     Jobs run from the fit and infer images (make images builds them); defaults come from
     $LENSJOBS_FIT_IMAGE / $LENSJOBS_INFER_IMAGE or ~/.config/lensjobs/config.toml."""
-    from lensjobs.workflow.images import check_osdf_dir, choose_images, osdf_area, read_config
+    from lensjobs.workflow.images import choose_images, osdf_area, read_config
     from lensjobs.workflow.run import NAME_PATTERN, RunError
     from lensjobs.workflow.write import create_run
 
@@ -231,11 +231,6 @@ def submit(
             fail(f"{candidates}: its file name is no run name; give --name (letters, digits, _ -)")
     try:
         config = read_config()
-        osdf_dir = osdf_dir or config.get("osdf_dir")
-        if osdf_dir and not local:
-            osdf_dir = check_osdf_dir(osdf_dir.rstrip("/"))
-            if not dry_run:
-                osdf_area(osdf_dir)  # before anything is written
     except RunError as error:
         fail(str(error))
     settings = _settings(
@@ -247,13 +242,15 @@ def submit(
         max_running_fits=max_running_fits,
         # --local runs every job with this Python, in this filesystem: no images.
         shared_fs=shared_fs or local,
-        osdf_dir=None if local else osdf_dir,
+        osdf_dir=None if local else osdf_dir or config.get("osdf_dir"),
         project=project or config.get("project"),
         infer_gpu_memory=infer_gpu_memory,
         infer_gpu_capability=infer_gpu_capability,
     )
     executor = "local" if local else "condor"
     try:
+        if settings.osdf_dir and not dry_run:
+            osdf_area(settings.osdf_dir)  # before anything is written
         images = None
         if not settings.shared_fs:
             given = {"fit": fit_image, "infer": infer_image}

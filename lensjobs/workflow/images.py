@@ -20,16 +20,15 @@ from typing import Literal
 from pydantic import BaseModel
 
 from lensjobs.files import sha256_of
-from lensjobs.workflow.run import RunError
+from lensjobs.workflow.run import SUBMIT_SAFE, RunError
 
 Kind = Literal["fit", "infer"]
 KINDS: tuple[Kind, ...] = ("fit", "infer")
 # Where `make images` puts them (containers/build-images.sh reads the same variable).
 BUILT = Path(__file__).resolve().parents[2] / "images"
 CONFIG_KEYS = ("fit_image", "infer_image", "osdf_dir", "project")
-# No spaces, commas, quotes or semicolons: the value goes into a submit file as it is.
-_URL = re.compile(r"(osdf:///|docker://)[^\s,;\"'=]+")
-_OSDF_DIR = re.compile(r"osdf:///[^\s,;\"'=]+[^/\s,;\"'=]")
+_URL = re.compile(rf"(osdf:///|docker://){SUBMIT_SAFE}")
+_FILE_NAME = re.compile(SUBMIT_SAFE)
 
 
 class Image(BaseModel, extra="forbid"):
@@ -89,15 +88,6 @@ def default_image(kind: Kind, config: dict[str, str]) -> tuple[str | None, str]:
     return None, ""
 
 
-def check_osdf_dir(value: str) -> str:
-    if not _OSDF_DIR.fullmatch(value):
-        raise RunError(
-            f"--osdf-dir {value!r}: not an OSDF directory; write it like "
-            "osdf:///ospool/ap40/data/<user>/<dir>"
-        )
-    return value
-
-
 def resolve_image(kind: Kind, value: str, source: str, osdf_dir: str | None) -> Image:
     """Check an image reference; a local file's checksum and size are read here, and with
     OSDF it is named by its file name under the OSDF directory."""
@@ -115,7 +105,7 @@ def resolve_image(kind: Kind, value: str, source: str, osdf_dir: str | None) -> 
             f"{option} {value!r} ({source}): {what}; build the images with 'make images' "
             "in the lensjobs checkout, or name one (a .sif file, osdf:/// or docker://)"
         )
-    if not _URL.fullmatch(f"osdf:///{path.name}"):
+    if not _FILE_NAME.fullmatch(path.name):
         raise RunError(f"{option} {value!r}: rename the file without spaces, commas or quotes")
     reference = f"{osdf_dir}/{path.name}" if osdf_dir else str(path)
     return Image(

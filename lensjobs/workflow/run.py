@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     Field,
@@ -28,6 +29,10 @@ from lensjobs.files import atomic_write
 from lensjobs.fit.presets import PRESETS
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_PROJECT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+# No spaces, commas, quotes, semicolons or '=': such values go into submit files as they are.
+SUBMIT_SAFE = r"[^\s,;\"'=]+"
+_OSDF_DIR = re.compile(rf"osdf:///{SUBMIT_SAFE}")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", re.IGNORECASE)
 _MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
 
@@ -54,10 +59,32 @@ def megabytes(value: Any) -> int:
 Megabytes = Annotated[int, BeforeValidator(megabytes)]
 
 
+def _matching(pattern: re.Pattern[str], message: str) -> AfterValidator:
+    """A check that a string matches ``pattern``, failing with ``message`` (the fix)."""
+
+    def check(value: str) -> str:
+        if not pattern.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    return AfterValidator(check)
+
+
+RunName = Annotated[str, _matching(NAME_PATTERN, "use 1-64 letters, digits, '_' or '-'")]
+ProjectName = Annotated[str, _matching(_PROJECT, "use 1-64 letters, digits, '_', '.' or '-'")]
+OsdfDir = Annotated[
+    str,
+    BeforeValidator(lambda value: value.rstrip("/") if isinstance(value, str) else value),
+    _matching(
+        _OSDF_DIR, "not an OSDF directory; write it like osdf:///ospool/ap40/data/<user>/<dir>"
+    ),
+]
+
+
 class RunSettings(BaseModel, extra="forbid"):
     """What a run asks of the pool. Memory and disk defaults are measured (BENCHMARKS.md)."""
 
-    name: str = Field(pattern=f"^{NAME_PATTERN.pattern}$")
+    name: RunName
     preset: str = "standard"
     infer_gpus: Literal[0, 1] = 1
     infer_cpus: int = Field(default=2, ge=1)
@@ -71,8 +98,8 @@ class RunSettings(BaseModel, extra="forbid"):
     shared_fs: bool = False
     infer_gpu_memory: Megabytes | None = None
     infer_gpu_capability: float | None = Field(default=None, ge=1.0, le=20.0)
-    osdf_dir: str | None = None
-    project: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    osdf_dir: OsdfDir | None = None
+    project: ProjectName | None = None
 
     @field_validator("preset")
     @classmethod
@@ -86,7 +113,8 @@ class RunSettings(BaseModel, extra="forbid"):
         if self.infer_gpus == 0:
             for name in ("infer_gpu_memory", "infer_gpu_capability"):
                 if getattr(self, name) is not None:
-                    raise ValueError(f"{name} asks about a GPU; it needs --infer-gpus 1")
+                    option = "--" + name.replace("_", "-")
+                    raise ValueError(f"{option}: asks about a GPU; it needs --infer-gpus 1")
         return self
 
 
@@ -94,13 +122,9 @@ def settings_error(error: ValidationError) -> str:
     """pydantic's report as one line naming the option."""
     first = error.errors()[0]
     message = str(first["msg"]).removeprefix("Value error, ")
-    if not first["loc"]:  # a check of several settings together names its own
-        name, message = message.split(" ", 1)
-        return f"--{name.replace('_', '-')}: {message}"
+    if not first["loc"]:  # a check of several settings together names them itself
+        return message
     where = "--" + "-".join(str(p) for p in first["loc"]).replace("_", "-")
-    if first["type"] == "string_pattern_mismatch":
-        allowed = "'_', '.' or '-'" if first["loc"] == ("project",) else "'_' or '-'"
-        message = f"use 1-64 letters, digits, {allowed}"
     return f"{where} {first.get('input')!r}: {message}"
 
 
