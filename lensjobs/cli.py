@@ -267,7 +267,8 @@ def submit(
     out.print(f"wrote {run.dir}: {len(found.fit_ids)} fit nodes{skipped}", highlight=False)
     for cid, reason in list(found.skipped.items())[:10]:
         out.print(f"  skipped {cid}: {reason}", highlight=False)
-    _say_images(run)
+    info = run.read_info()
+    _say_images(run, info)
     if dry_run:
         out.print(
             f"dry run: nothing submitted. To submit it as it is: cd {run.dir} && "
@@ -276,15 +277,14 @@ def submit(
         )
         return
     if settings.osdf_dir:
-        _put_on_osdf(run)
+        _put_on_osdf(run, info)
     _start(run, executor, jobs)
 
 
-def _say_images(run: Run) -> None:
+def _say_images(run: Run, info: dict) -> None:
     """Which images the jobs start from, and with OSDF what must be there before they do."""
     from lensjobs.workflow.images import osdf_uploads
 
-    info = run.read_info()
     for image in (info["images"] or {}).values():
         out.print(
             f"{image['kind']} image: {image['container_image']} ({image['source']})",
@@ -294,17 +294,17 @@ def _say_images(run: Run) -> None:
         where = "here" if info["executor"] == "local" else "on a shared filesystem"
         out.print(f"no images: jobs run with this machine's Python, {where}")
     uploads = osdf_uploads(info, run.candidates)
-    if uploads and not info["submissions"]:
+    if uploads:
         out.print("on OSDF (submit copies them into the OSDF area of this access point):")
         for source, url in uploads:
             out.print(f"  {source} -> {url}", highlight=False)
 
 
-def _put_on_osdf(run: Run) -> None:
+def _put_on_osdf(run: Run, info: dict) -> None:
     from lensjobs.workflow.images import osdf_uploads, put_on_osdf
 
     try:
-        written = put_on_osdf(osdf_uploads(run.read_info(), run.candidates))
+        written = put_on_osdf(osdf_uploads(info, run.candidates))
     except OSError as error:
         fail(f"putting files on OSDF failed ({error}); the run is written, not submitted")
     for url in written:
