@@ -158,14 +158,16 @@ up() {
 }
 
 down() {
-  local pid tree
+  local pid
   if pid=$(master_pid); then
     # SIGTERM asks condor_master for a graceful shutdown of all its daemons.
-    tree=$(descendants "$pid")
     kill -TERM "$pid" 2>/dev/null || true
     for _ in $(seq 30); do master_pid >/dev/null || break; sleep 1; done
-    # Whatever of the pool outlived that (only processes it started) is killed.
-    for p in $pid $tree; do kill -KILL "$p" 2>/dev/null || true; done
+    # A master still alive then is killed with what it started; one that exited took its
+    # daemons with it, and its old pids may belong to others by now.
+    if master_pid >/dev/null; then
+      for p in $(descendants "$pid") "$pid"; do kill -KILL "$p" 2>/dev/null || true; done
+    fi
   fi
   rm -f "$MASTER_PID"
   unmount_all
