@@ -23,11 +23,13 @@ def imported(path: Path) -> set[str]:
 
 
 def files(*names: str) -> list[Path]:
-    paths = [PACKAGE / name for name in names]
-    found = [p for p in paths if p.is_file()] + [
-        f for p in paths if p.is_dir() for f in p.rglob("*.py")
-    ]
-    assert len(found) >= len(names), "a module named here is gone; update the list"
+    """The Python files of the named modules and packages; each must exist, so a rename
+    cannot quietly drop a module from the check."""
+    found = []
+    for name in names:
+        path = PACKAGE / name
+        assert path.exists(), f"lensjobs/{name} is gone; update the list"
+        found += sorted(path.rglob("*.py")) if path.is_dir() else [path]
     return found
 
 
