@@ -159,9 +159,9 @@ def osdf_uploads(info: dict, catalogue: Path) -> list[tuple[Path, str]]:
     """The files a run reads from OSDF, with their URLs: the catalogue, and images that
     were given as local files."""
     uploads = [(catalogue, info["input"]["osdf"])] if "osdf" in info["input"] else []
-    for image in (info.get("images") or {}).values():
-        if image["path"] and image["container_image"].startswith("osdf://"):
-            uploads.append((Path(image["path"]), image["container_image"]))
+    for image in (recorded_images(info) or {}).values():
+        if image.path and image.container_image.startswith("osdf://"):
+            uploads.append((Path(image.path), image.container_image))
     return uploads
 
 
