@@ -11,7 +11,6 @@ all-zero cutouts) are reported by :meth:`CandidateCatalog.scan` and those rows a
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from astropy.table import Table
 from astropy.utils.exceptions import AstropyUserWarning
 
 from lensjobs.files import atomic_write
+from lensjobs.ids import SAFE_ID
 
 BANDS = ("g", "r", "i")
 POSITIONAL_BANDS = ("g", "r", "i", "z", "y")  # band order assumed without a BANDS keyword
@@ -31,7 +31,6 @@ DEFAULT_MAGZERO = 30.0  # DES coadd flux units
 DEFAULT_FWHM = {"g": 1.25, "r": 0.9, "i": 0.8}  # arcsec, the notebooks' defaults
 ID_COLUMNS = ("COADD_OBJECT_ID", "Y6_COADD_OBJECT_ID")
 FWHM_COLUMNS = tuple(f"FWHM_WMEAN_{b.upper()}" for b in BANDS)
-SAFE_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 CHUNK = 1024  # candidates read at once when streaming (~33 MB of 4x45x45 float32)
 
 

@@ -178,9 +178,15 @@ def submit(
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
     preset: Annotated[str, typer.Option(help="Fit preset: standard, seed or quick.")] = "standard",
+    fits_per_job: Annotated[
+        int | None,
+        typer.Option(min=1, help="Candidates per fit job (default: ~45 min of the preset's fits)."),
+    ] = None,
     infer_gpus: Annotated[int, typer.Option(help="GPUs for the infer node: 1, or 0.")] = 1,
     fit_memory: Annotated[str | None, typer.Option(help="Memory per fit, e.g. 1GB.")] = None,
-    fit_disk: Annotated[str | None, typer.Option(help="Disk per fit, e.g. 200MB.")] = None,
+    fit_disk: Annotated[
+        str | None, typer.Option(help="Disk per fit job (default: room for its batch).")
+    ] = None,
     max_running_fits: Annotated[
         int | None, typer.Option(help="Fit jobs queued at once (DAG MAXJOBS).")
     ] = None,
@@ -207,6 +213,10 @@ def submit(
         ),
     ] = None,
     project: Annotated[str | None, typer.Option(help="+ProjectName of the jobs.", **_POOL)] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(min=1, help="Seconds between a fit job's checkpoints (default 900).", **_POOL),
+    ] = None,
     infer_gpu_memory: Annotated[
         str | None, typer.Option(help="Least GPU memory for infer, e.g. 8GB.", **_POOL)
     ] = None,
@@ -236,6 +246,7 @@ def submit(
     settings = _settings(
         name=name,
         preset=preset,
+        fits_per_job=fits_per_job,
         infer_gpus=infer_gpus,
         fit_memory=fit_memory,
         fit_disk=fit_disk,
@@ -244,6 +255,7 @@ def submit(
         shared_fs=shared_fs or local,
         osdf_dir=None if local else osdf_dir or config.get("osdf_dir"),
         project=project or config.get("project"),
+        checkpoint_every=checkpoint_every,
         infer_gpu_memory=infer_gpu_memory,
         infer_gpu_capability=infer_gpu_capability,
     )
@@ -264,7 +276,13 @@ def submit(
     except (CatalogError, RunError) as error:
         fail(str(error))
     skipped = f", {len(found.skipped)} skipped (bad cutouts)" if found.skipped else ""
-    out.print(f"wrote {run.dir}: {len(found.fit_ids)} fit nodes{skipped}", highlight=False)
+    per_job = settings.fits_per_job
+    jobs_needed = -(-len(found.fit_ids) // per_job)
+    out.print(
+        f"wrote {run.dir}: {len(found.fit_ids)} candidates to fit in {jobs_needed} fit "
+        f"job(s) of up to {per_job}{skipped}",
+        highlight=False,
+    )
     for cid, reason in list(found.skipped.items())[:10]:
         out.print(f"  skipped {cid}: {reason}", highlight=False)
     info = run.read_info()
@@ -278,7 +296,7 @@ def submit(
         return
     if settings.osdf_dir:
         _put_on_osdf(run, info)
-    _start(run, executor, jobs)
+    _start(run, jobs)
 
 
 def _say_images(run: Run, info: dict) -> None:
@@ -311,38 +329,16 @@ def _put_on_osdf(run: Run, info: dict) -> None:
         out.print(f"put {url}", highlight=False)
 
 
-def _start(run: Run, executor: str, jobs: int) -> None:
-    """Submit to the schedd, or run here with --local; record it in run.json."""
-    from lensjobs.workflow.run import RunError, now
-
-    info = run.read_info()
-    if executor == "local":
-        info["submissions"].append({"time": now(), "executor": "local"})
-        run.write_info(info)
-        _run_local(run, jobs)
-        return
-    from lensjobs.workflow.condor import batch_name, submit_dag
-
-    try:
-        cluster = submit_dag(run)
-    except RunError as error:
-        fail(str(error))
-    info["submissions"].append({"time": now(), "executor": "condor", "cluster": cluster})
-    run.write_info(info)
-    out.print(
-        f"submitted DAG cluster {cluster}, batch name {batch_name(run)}\n"
-        f"  watch:   condor_q   (condor_q -dag -nobatch for its nodes)\n"
-        f"           lensjobs status {run.dir} --watch\n"
-        f"  results: lensjobs pull {run.dir} --to DIR   (once it has finished)",
-        highlight=False,
-    )
-
-
-def _run_local(run: Run, jobs: int) -> None:
-    from lensjobs.workflow.local import LocalDag
+def _start(run: Run, jobs: int) -> None:
+    """Submit to the schedd, or run here with --local."""
+    from lensjobs.workflow.condor import batch_name
     from lensjobs.workflow.read import NodeState
+    from lensjobs.workflow.run import RunError
+    from lensjobs.workflow.submission import start
 
-    with progress_bar(f"running {run.name} locally", 1) as progress:
+    local = run.read_info()["executor"] == "local"
+    doing = f"running {run.name} locally" if local else f"submitting {run.name}"
+    with progress_bar(doing, 1) as progress:
         task = progress.task_ids[0]
 
         def report(dag) -> None:
@@ -352,10 +348,22 @@ def _run_local(run: Run, jobs: int) -> None:
                 task, total=len(dag.nodes), completed=sum(n.state in finished for n in nodes)
             )
 
-        ok = LocalDag(run, jobs, report).execute()
-    _print_status(run)
-    if not ok:
-        raise typer.Exit(1)
+        try:
+            started = start(run, jobs, report)
+        except RunError as error:
+            fail(str(error))
+    if started.executor == "local":
+        _print_status(run)
+        if not started.succeeded:
+            raise typer.Exit(1)
+        return
+    out.print(
+        f"submitted DAG cluster {started.cluster}, batch name {batch_name(run)}\n"
+        f"  watch:   condor_q   (condor_q -dag -nobatch for its nodes)\n"
+        f"           lensjobs status {run.dir} --watch\n"
+        f"  results: lensjobs pull {run.dir} --to DIR   (once it has finished)",
+        highlight=False,
+    )
 
 
 def _print_status(run: Run, max_problems: int = 20) -> None:
@@ -369,11 +377,16 @@ def _print_status(run: Run, max_problems: int = 20) -> None:
     if status.updated:  # DAGMan rewrites the node status file every 30 s: say how fresh
         line += time.strftime(" (as of %H:%M:%S)", time.localtime(status.updated))
     out.print(line, highlight=False)
-    if status.fits_total:
-        line = f"fits: {status.fits_finished}/{status.fits_total} finished"
-        if status.eta_seconds is not None:
-            line += f", about {_duration(status.eta_seconds)} to go"
-        out.print(line, highlight=False)
+    if status.candidates:
+        out.print(_candidates_line(status), highlight=False)
+    for outcome in status.failed:
+        out.print(
+            f"[red]FAILED[/] {outcome.id} (fits_{outcome.batch}): {outcome.reason}",
+            highlight=False,
+        )
+    if status.failed_count > len(status.failed):
+        more = status.failed_count - len(status.failed)
+        out.print(f"... and {more} more failed candidate(s); --max-problems shows more")
     for problem in status.problems:
         out.print(f"[red]{problem.state}[/] {problem.node}: {problem.reason}", highlight=False)
         for line in problem.stderr:
@@ -386,6 +399,23 @@ def _print_status(run: Run, max_problems: int = 20) -> None:
     summary = run.summary / "index.html"
     if status.finished and summary.exists():
         out.print(f"gallery: {summary}", highlight=False)
+
+
+def _candidates_line(status) -> str:
+    """Candidates: finished by flag, running in which fit nodes, waiting; the ETA."""
+    finished = status.finished_candidates
+    flags = ", ".join(f"{n} {flag}" for flag, n in sorted(status.by_flag.items()))
+    line = f"candidates: {finished}/{status.candidates} finished"
+    line += f" ({flags})" if flags else ""
+    if status.running:
+        nodes = sorted(status.running, key=lambda node: int(node.split("_")[1]))
+        shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
+        line += f"; {sum(status.running.values())} in running fit jobs ({shown})"
+    if status.skipped:
+        line += f"; {status.skipped} skipped (bad cutouts)"
+    if status.eta_seconds is not None:
+        line += f"; about {_duration(status.eta_seconds)} to go"
+    return line
 
 
 def _duration(seconds: float) -> str:
@@ -411,10 +441,11 @@ def status(
     if not watch or not run.read_info()["submissions"]:  # a dry run never finishes
         _print_status(run, max_problems)
         return
-    with progress_bar(f"{run.name}: fits", 1) as progress:
+    with progress_bar(f"{run.name}: candidates", 1) as progress:
         task = progress.task_ids[0]
         while not (current := read_status(run)).finished:
-            progress.update(task, total=current.fits_total or 1, completed=current.fits_finished)
+            done = current.finished_candidates
+            progress.update(task, total=current.candidates or 1, completed=done)
             time.sleep(every)
     _print_status(run, max_problems)
 
@@ -429,45 +460,22 @@ def resubmit(
     ] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="--local: nodes at once.")] = 2,
 ) -> None:
-    """Run failed (and --nodes) fits again through the rescue DAG; DONE fits never rerun."""
-    from lensjobs.catalog import SAFE_ID
-    from lensjobs.workflow.read import dag_succeeded, fit_node, read_dag
-    from lensjobs.workflow.write import render_submit_files, rerun_nodes
+    """Go on with a run: unfinished candidates (and --nodes ones) are fitted again; finished
+    ones never are."""
+    from lensjobs.workflow.run import RunError
+    from lensjobs.workflow.submission import prepare_resubmit
 
     run = _open_run(run_dir)
-    _refuse_while_queued(run)
-    info = run.read_info()
     ids = [i.strip() for i in nodes.split(",") if i.strip()] if nodes else []
-    known = read_dag(run.dag).nodes if ids else {}  # 2 s at 100,000 nodes: only when needed
-    for cid in ids:
-        if not SAFE_ID.fullmatch(cid) or fit_node(cid) not in known:
-            fail(f"--nodes {cid!r}: no such fit node in {run.dag}; give candidate IDs")
-    if not ids and (dag_succeeded(run) or not run.rescue_dags()):
-        fail(
-            f"{run.dir}: nothing to resubmit (no rescue DAG: every node finished); "
-            "use --nodes ID,... to fit chosen candidates again"
-        )
     changes = {k: v for k, v in {"preset": preset, "fit_memory": fit_memory}.items() if v}
-    settings = _settings(**(info["settings"] | changes))
-    if changes:
-        # DONE nodes do not run again, so new settings reach only the nodes that will.
-        render_submit_files(run.dir, run.dir, settings, info)
-        info["settings"] = settings.model_dump()
-        run.write_info(info)
+    settings = _settings(**(run.read_info()["settings"] | changes)) if changes else None
+    try:
+        forced = prepare_resubmit(run, ids, settings)
+    except RunError as error:
+        fail(str(error))
     if ids:
-        rescue = rerun_nodes(run, [fit_node(cid) for cid in ids])
-        out.print(f"wrote {rescue.name}: {len(ids)} fit(s) forced to run again", highlight=False)
-    _start(run, info["executor"], jobs)
-
-
-def _refuse_while_queued(run: Run) -> None:
-    from lensjobs.workflow.condor import still_queued
-
-    if still_queued(run):
-        fail(
-            f"{run.dir}: its DAG is still queued or running; wait for it "
-            f"(lensjobs status {run.dir}) or remove it with condor_rm first"
-        )
+        out.print(f"{len(ids)} candidate(s) to fit again, in {forced} fit job(s)", highlight=False)
+    _start(run, jobs)
 
 
 @app.command()
@@ -609,7 +617,13 @@ def node_split(
 
 @node_app.command("fit")
 def node_fit(
-    input_file: Annotated[Path, typer.Argument(help="A fit input from 'lensjobs node split'.")],
+    input_path: Annotated[
+        Path,
+        typer.Argument(
+            help="A fit input from 'lensjobs node split', or a folder of them named <ID>.fits "
+            "(a batch: fitted one after another into OUT/<ID>/)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the fit's outputs.")],
     preset: Annotated[
         str, typer.Option(help="standard, seed (the notebooks') or quick.")
@@ -621,11 +635,10 @@ def node_fit(
         ),
     ] = None,
 ) -> None:
-    """Fit one candidate with lenstronomy (PSO + MCMC), single-threaded."""
-    import json
-
+    """Fit one candidate, or a batch, with lenstronomy (PSO + MCMC), single-threaded."""
     from threadpoolctl import threadpool_limits
 
+    from lensjobs.fit.batch import run_batch
     from lensjobs.fit.node import EXIT_CHECKPOINT, FitInputError, run_fit
     from lensjobs.fit.presets import PRESETS
 
@@ -633,19 +646,35 @@ def node_fit(
         fail(f"--preset {preset!r}: unknown; choose one of {', '.join(PRESETS)}")
     try:
         with threadpool_limits(limits=1):
-            code = run_fit(input_file, out_dir, preset, checkpoint_every)
+            if input_path.is_dir():
+                code = run_batch(
+                    input_path,
+                    out_dir,
+                    preset,
+                    checkpoint_every,
+                    lambda cid, _: _say_fit(out_dir / cid),
+                )
+            else:
+                code = run_fit(input_path, out_dir, preset, checkpoint_every)
+                if code != EXIT_CHECKPOINT:
+                    _say_fit(out_dir)
     except FitInputError as error:
         fail(str(error))
     if code == EXIT_CHECKPOINT:
         out.print(f"checkpoint saved in {out_dir}; run again to resume (exit {code})")
-    else:
-        params = json.loads((out_dir / "params.json").read_text())
-        theta = params.get("parameters", {}).get("theta_E_lens0", {}).get("median")
-        line = f"{params['id']}: {params['flag']}"
-        line += f", theta_E = {theta:.3f} arcsec" if theta is not None else ""
-        line += f" ({params['reason']})" if params["reason"] else ""
-        (out if code == 0 else err).print(line, highlight=False)
     raise typer.Exit(code)
+
+
+def _say_fit(out_dir: Path) -> None:
+    """One line per fit: its flag, θE, and why when it did not fit."""
+    import json
+
+    params = json.loads((out_dir / "params.json").read_text())
+    theta = params.get("parameters", {}).get("theta_E_lens0", {}).get("median")
+    line = f"{params['id']}: {params['flag']}"
+    line += f", theta_E = {theta:.3f} arcsec" if theta is not None else ""
+    line += f" ({params['reason']})" if params["reason"] else ""
+    (err if params["flag"] == "FAILED" else out).print(line, highlight=False, markup=False)
 
 
 @node_app.command("aggregate")

@@ -33,7 +33,7 @@ BAD_PRIOR, NO_ARCS, DIED, NEVER_RAN, NAN_CUTOUT = 3, 4, 5, 6, 7
 # A node that died: its last words in colour, then what jobs/fit.sh adds, then blank lines.
 ERR_LINES = (
     "Traceback (most recent call last):\n  ...\nMemoryError: \x1b[31mout of memory\x1b[0m\n"
-    "lensjobs node fit ended with exit code 137 (a fault, not bad input)\nfit_{} exit 1\n\n"
+    "lensjobs node fit ended with exit code 137 (a fault, not bad input)\nfits_1 exit 1\n\n"
 )
 DIED_REASON = "MemoryError: out of memory (exit 1)"
 
@@ -90,7 +90,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert _fit(run, ids[BAD_PRIOR]) == 2
     _update_prior(run, ids[NO_ARCS], NO_ARCS=True)
     assert _fit(run, ids[NO_ARCS]) in (0, 2)  # 0 since NO_ARCS became an answer
-    (run / "nodes" / ids[DIED] / "fit.err").write_text(ERR_LINES.format(ids[DIED]))
+    (run / "nodes" / ids[DIED] / "fit.err").write_text(ERR_LINES)
     shutil.rmtree(run / "nodes" / ids[NAN_CUTOUT])  # no fit node is made for it
     info = {
         "name": "agg-test",
@@ -180,11 +180,11 @@ def test_catalogue_has_one_row_per_candidate_with_status_flag_reason(
 def test_failed_txt_lists_every_candidate_not_done(run: Path, ids: list[str]) -> None:
     lines = (run / "summary" / "failed.txt").read_text().splitlines()
     assert lines == [
-        "# ID\tnode\treason",
-        f"{ids[BAD_PRIOR]}\tfit_{ids[BAD_PRIOR]}\tunusable prior: {BAD_PRIOR_REASON}",
-        f"{ids[DIED]}\tfit_{ids[DIED]}\t{DIED_REASON}",
-        f"{ids[NEVER_RAN]}\tfit_{ids[NEVER_RAN]}\t{NO_OUTPUT}",
-        f"{ids[NAN_CUTOUT]}\t-\t4 NaN/Inf pixels",
+        "# ID\tstatus\treason",
+        f"{ids[BAD_PRIOR]}\tFAILED\tunusable prior: {BAD_PRIOR_REASON}",
+        f"{ids[DIED]}\tMISSING\t{DIED_REASON}",
+        f"{ids[NEVER_RAN]}\tMISSING\t{NO_OUTPUT}",
+        f"{ids[NAN_CUTOUT]}\tSKIPPED\t4 NaN/Inf pixels",
     ]
 
 

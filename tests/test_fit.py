@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
+from lensjobs.fit.batch import run_batch
 from lensjobs.fit.model import Candidate
 from lensjobs.fit.node import (
     EXIT_BAD_INPUT,
@@ -177,6 +178,52 @@ def test_checkpoint_and_resume_match_an_uninterrupted_fit(
     assert resumed["parameters"] == whole["parameters"]
     with np.load(out / "chain.npz") as a, np.load(quick_fit[0] / "chain.npz") as b:
         np.testing.assert_array_equal(a["chain"], b["chain"])
+
+
+def test_a_batch_checkpoints_inside_and_between_fits_and_never_refits(
+    quick_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A batch stopped every 0.5 s (exit 85) and started again until done, as HTCondor
+    restarts a self-checkpointing job: every candidate is fitted exactly once, the fit
+    interrupted inside matches an uninterrupted one, and inputs that cannot be fitted are
+    recorded while the batch goes on."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    sources = {
+        "sim1": simulated_input(tmp_path, 1, LENSES)[0],
+        "sim2": simulated_input(tmp_path, 2, LENSES, BKG_RMS_R=0.0)[0],
+        "sim3": simulated_input(tmp_path, 3, LENSES, NO_ARCS=True)[0],
+        "sim4": simulated_input(tmp_path, 4, LENSES)[0],  # filed under another ID below
+    }
+    for cid, source in sources.items():
+        (inputs / f"{cid}.fits").write_bytes(source.read_bytes())
+    (inputs / "sim4.fits").rename(inputs / "other.fits")
+    out = tmp_path / "out"
+    said: list[tuple[str, int]] = []
+    codes = []
+    while not codes or codes[-1] == EXIT_CHECKPOINT:
+        codes.append(run_batch(inputs, out, "quick", 0.5, lambda c, k: said.append((c, k))))
+        assert len(codes) < 200
+    assert codes[-1] == EXIT_DONE and codes.count(EXIT_CHECKPOINT) >= 3
+    assert sorted(said) == [
+        ("other", EXIT_BAD_INPUT),
+        ("sim1", EXIT_DONE),
+        ("sim2", EXIT_BAD_INPUT),
+        ("sim3", EXIT_DONE),
+    ]  # each exactly once, across every restart
+    flags = {c: json.loads((out / c / "params.json").read_text()) for c, _ in said}
+    assert flags["sim1"]["restarts"] >= 1  # stopped inside its fit, resumed from its state
+    assert (
+        flags["sim1"]["parameters"]
+        == json.loads((quick_fit[0] / "params.json").read_text())["parameters"]
+    )
+    assert flags["sim2"]["reason"].startswith("unusable prior: BKG_RMS_R = 0.0")
+    assert flags["sim3"]["flag"] == "NO_ARCS"
+    assert flags["other"]["flag"] == "FAILED"
+    assert "holds candidate 'sim4', not 'other'" in flags["other"]["reason"]
+    for cid, _ in said:
+        assert (out / cid / f"{cid}.tar.gz").exists()
+        assert not (out / cid / "checkpoint.npz").exists()
 
 
 def test_cli_checkpoint_exit_code(tmp_path: Path) -> None:

@@ -4,11 +4,12 @@ workflow reading a DAG never depends on writing one."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lensjobs"
 SCIENCE = ["catalog.py", "simulate.py", "labels.py", "frame.py", "infer.py", "split.py",
-           "train.py", "files.py", "models", "fit", "aggregate"]  # fmt: skip
+           "train.py", "files.py", "ids.py", "models", "fit", "aggregate"]  # fmt: skip
 
 
 def imported(path: Path) -> set[str]:
@@ -44,3 +45,12 @@ def test_reading_a_dag_does_not_depend_on_writing_one() -> None:
     assert "lensjobs.workflow.write" not in read
     assert "lensjobs.workflow.status" not in read
     assert "lensjobs.workflow.read" in imported(PACKAGE / "workflow" / "write.py")
+
+
+def test_the_dag_scripts_load_only_the_standard_library() -> None:
+    """Each fit node's PRE and POST scripts run lensjobs.workflow.batches on the access
+    point, thousands of times a run: nothing slow to import (astropy, pydantic, typer)."""
+    for module in imported(PACKAGE / "workflow" / "batches.py"):
+        top = module.split(".")[0]
+        assert top in sys.stdlib_module_names or module in ("lensjobs.ids", "__future__"), module
+    assert imported(PACKAGE / "ids.py") <= {"re"}

@@ -1,16 +1,21 @@
 """The workflow on a real personal HTCondor pool (containers/minicondor), driven as a user on
-an access point would: `lensjobs submit`, condor_q, condor_rm, `lensjobs status`,
-`lensjobs resubmit`, `lensjobs pull`, all run inside the pool's root as its user. Jobs run
-from the images `make images` built (the default), and see nothing of the access point.
+an access point would: `lensjobs submit`, condor_q, condor_vacate_job, condor_rm,
+`lensjobs status`, `lensjobs resubmit`, `lensjobs pull`, all run inside the pool's root as
+its user. Jobs run from the images `make images` built (the default), and see nothing of
+the access point.
 
-One run of four simulated lenses (quick preset, --infer-gpus 0) carries every fault: one
-candidate's r band is constant, so its fit fails for good (exit 2); another's fit job is
-removed while it runs and must be retried; a third is held by hand, shown as held with its
-reason, then released. `make test` brings the pool up; without it these
-tests fail in CI and are skipped elsewhere."""
+One run of 40 simulated candidates (quick preset, --infer-gpus 0) in fit jobs of 8, each
+checkpointing every 15 s, carries every fault: one candidate's r band is constant, so it
+ends FAILED and its batch goes on; one batch job is evicted mid-batch (condor_vacate_job)
+and goes on from its checkpoint; another is removed (condor_rm) and retried by DAGMan; a
+third is held, shown as held with its reason, then released; then the DAGMan job itself is
+removed mid-run and `lensjobs resubmit` goes on without fitting a finished candidate again.
+At the end `resubmit --nodes` fits the repaired candidate, and only it, again. `make test`
+brings the pool up; without it these tests fail in CI and are skipped elsewhere."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -31,8 +36,9 @@ REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
 SHARE = Path(os.environ.get("LENSJOBS_POOL_DIR", "/var/tmp/lensjobs-pool")) / "share"
 NAME = "pooltest"
-# Rows: a constant r band (its fit exits 2); a fit job removed while it runs; one held.
-BAD, KILLED, HELD = 0, 1, 3
+N, PER_JOB = 40, 8
+BAD = 0  # its r band is constant: passes validation, cannot be fitted (in fits_1)
+EVICTED, REMOVED, HELD = "fits_2", "fits_3", "fits_5"
 
 
 def in_pool(command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -49,6 +55,13 @@ def lensjobs(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def queued(cluster: int) -> bool:
     return bool(in_pool(f"condor_q {cluster} -af ClusterId").stdout.strip())
+
+
+def job_of(node: str, running: bool = False) -> str:
+    """The job id of a node's job in the queue ('' when none)."""
+    const = f'DAGNodeName == "{node}"' + (" && JobStatus == 2" if running else "")
+    said = in_pool(f"condor_q -const '{const}' -af ClusterId ProcId").stdout.split()
+    return f"{said[0]}.{said[1]}" if len(said) == 2 else ""
 
 
 def wait_for(condition, timeout: float, what: str, every: float = 1.0) -> None:
@@ -71,6 +84,31 @@ def submitted_nodes(log: str) -> list[str]:
     )
 
 
+def digests(run: Path) -> dict[str, str]:
+    """sha256 of every result tarball: a candidate fitted again gets a new one (its
+    params.json records the CPU time it took)."""
+    return {
+        p.name.removesuffix(".tar.gz"): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (run / "results").glob("*.tar.gz")
+    }
+
+
+def batch_ids(run: Path, node: str) -> list[str]:
+    return (run / "batches" / node.removeprefix("fits_") / "ids.txt").read_text().split()
+
+
+def spooled_fits(job: str) -> dict[str, str]:
+    """Finished fits (sha256 of their tarballs) in the checkpoint HTCondor holds for a job."""
+    where = in_pool(f"condor_evicted_files dir {job}").stdout.split()
+    if not where:
+        return {}
+    listed = in_pool(f"cd {where[-1]} 2>/dev/null && sha256sum out/*/*.tar.gz").stdout
+    return {
+        Path(name).name.removesuffix(".tar.gz"): digest
+        for digest, name in (line.split() for line in listed.splitlines() if line.strip())
+    }
+
+
 @pytest.fixture(scope="module")
 def pool() -> None:
     up = POOL.exists() and shutil.which("chroot") and os.geteuid() == 0
@@ -89,7 +127,7 @@ def work(pool: None) -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     folder.chmod(0o1777)  # the pool's user writes the run here
-    clean = simulate_catalog(folder / "clean.fits", 4, seed=31, workers=2)
+    clean = simulate_catalog(folder / "clean.fits", N, seed=31, workers=2)
     with fits.open(clean) as hdul:
         hdul["IMAGES"].data[BAD, 1] = 5.0  # a dead band: passes validation, unfittable
         hdul.writeto(folder / "candidates.fits")
@@ -99,52 +137,73 @@ def work(pool: None) -> Path:
 
 @pytest.fixture(scope="module")
 def first_run(work: Path) -> dict:
-    """Submit, watch, remove one running fit job, wait for the DAG to end."""
+    """Submit; evict one batch job, remove another, hold a third; remove the DAGMan job
+    mid-run and resubmit; wait for the end."""
     ids = [str(i) for i in fits.getdata(work / "candidates.fits", "CATALOG")["COADD_OBJECT_ID"]]
     run = work / "runs" / NAME
     submit = lensjobs(
         "submit", work / "candidates.fits", "--runs-dir", work / "runs", "--name", NAME,
-        "--preset", "quick", "--infer-gpus", "0",
+        "--preset", "quick", "--infer-gpus", "0", "--fits-per-job", PER_JOB,
+        "--checkpoint-every", "15",
     )  # fmt: skip
     assert submit.returncode == 0, submit.stdout + submit.stderr
     cluster = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
     batch_names = in_pool("condor_q -af JobBatchName").stdout.split()
 
-    killed_node = f"fit_{ids[KILLED]}"
-    running = f'DAGNodeName == "{killed_node}" && JobStatus == 2'
+    # Evicted mid-batch, once its checkpoint holds a finished fit and before the job ends.
+    wait_for(lambda: job_of(EVICTED, running=True), 600, f"{EVICTED} to run", every=0.5)
+    evicted = job_of(EVICTED)
+    wait_for(lambda: spooled_fits(evicted), 300, f"a checkpoint of {EVICTED} with a fit")
+    before_eviction = spooled_fits(evicted)
+    vacated = in_pool(f"condor_vacate_job {evicted}")
+    assert vacated.returncode == 0, vacated.stderr
 
-    def fit_running() -> bool:
-        return bool(in_pool(f"condor_q -const '{running}' -af ClusterId").stdout.strip())
-
-    wait_for(fit_running, 300, f"{killed_node} to run", every=0.5)
-    removed = in_pool(f"condor_rm -const 'DAGNodeName == \"{killed_node}\"'")
+    wait_for(lambda: job_of(REMOVED, running=True), 600, f"{REMOVED} to run", every=0.5)
+    removed = in_pool(f"condor_rm -const 'DAGNodeName == \"{REMOVED}\"'")
     assert removed.returncode == 0, removed.stderr
 
-    held_node = f"fit_{ids[HELD]}"
-    held_job = f'DAGNodeName == "{held_node}"'
+    held_job = f'DAGNodeName == "{HELD}"'
     wait_for(
         lambda: in_pool(f"condor_hold -const '{held_job}'").returncode == 0,
-        300,
-        f"{held_node} to be queued",
+        600,
+        f"{HELD} to be queued",
     )
     shown = []
 
     def status_shows_held() -> bool:
         shown.append(lensjobs("status", run).stdout)
-        return f"held {held_node}: " in shown[-1]
+        return f"held {HELD}: " in shown[-1]
 
     wait_for(status_shows_held, 120, "lensjobs status to show the held node", every=5)
     held_ad = in_pool(f"condor_q -l -const '{held_job}'").stdout
     released = in_pool(f"condor_release -const '{held_job}'")
     assert released.returncode == 0, released.stderr
-    wait_for(lambda: not queued(cluster), 600, "the DAG to end", every=3)
+
+    # The DAGMan job removed while fits run: its node jobs go with it. (The evicted batch
+    # ends first: its checkpoint would go with it, and the check above with that.)
+    def evicted_batch_filed() -> bool:
+        return all((run / "results" / f"{c}.tar.gz").exists() for c in batch_ids(run, EVICTED))
+
+    wait_for(evicted_batch_filed, 600, f"{EVICTED} to end")
+    wait_for(lambda: job_of(HELD, running=True), 600, f"{HELD} to run again", every=0.5)
+    finished_before = digests(run)
+    assert in_pool(f"condor_rm {cluster}").returncode == 0
+    wait_for(lambda: not queued(cluster), 600, "the removed DAG to leave the queue", every=2)
+    first_log = (run / "lensjobs.dag.nodes.log").read_text()
+    resumed = lensjobs("resubmit", run)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    second = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
+    wait_for(lambda: not queued(second), 900, "the resubmitted DAG to end", every=3)
     return {
         "ids": ids,
         "run": run,
         "submit": submit.stdout,
         "batch_names": batch_names,
+        "before_eviction": before_eviction,
         "held_status": shown[-1],
         "held_ad": held_ad,
+        "finished_before_removal": finished_before,
+        "first_log": first_log,
         "status": lensjobs("status", run),
         "status_file": (run / "lensjobs.dag.status").read_text(),
         "nodes_log": (run / "lensjobs.dag.nodes.log").read_text(),
@@ -198,32 +257,61 @@ def test_a_job_in_the_fit_image_sees_nothing_of_the_access_point(
 def test_submit_prints_the_cluster_and_condor_q_shows_the_batch(first_run: dict) -> None:
     assert f"batch name lensjobs:{NAME}" in first_run["submit"]
     assert "submitted DAG cluster " in first_run["submit"]
+    assert f"{N} candidates to fit in 5 fit job(s) of up to {PER_JOB}" in first_run["submit"]
     assert f"lensjobs:{NAME}" in first_run["batch_names"]
 
 
-def test_a_permanent_failure_is_reported_and_rescued(first_run: dict) -> None:
-    run, bad = first_run["run"], first_run["ids"][BAD]
+def test_every_candidate_ends_and_the_unfittable_one_is_reported(first_run: dict) -> None:
+    run, ids, bad = first_run["run"], first_run["ids"], first_run["ids"][BAD]
     status = first_run["status"]
     assert status.returncode == 0
-    assert "DAG failed" in status.stdout
-    assert f"failed fit_{bad}: exit code 2" in status.stdout
-    assert "unusable prior: BKG_RMS_R = 0.0" in status.stdout  # from the job's stderr
-    assert (run / "lensjobs.dag.rescue001").exists()
+    assert "DAG succeeded" in status.stdout, status.stdout
+    assert f"candidates: {N}/{N} finished (" in status.stdout
+    assert "1 FAILED" in status.stdout
+    assert f"FAILED {bad} (fits_1): unusable prior: BKG_RMS_R = 0.0" in status.stdout
+    assert sorted(digests(run)) == sorted(ids)  # every candidate has its result
+    assert bad in batch_ids(run, "fits_1")  # and its batch-mates theirs: the batch went on
     failed = (run / "summary" / "failed.txt").read_text()
-    assert f"{bad}\tfit_{bad}\t" in failed  # the FINAL node ran and reported it
+    assert f"{bad}\tFAILED\tunusable prior: BKG_RMS_R = 0.0" in failed  # FINAL node ran
     assert (run / "summary" / "catalog.fits").exists()
-    assert (run / "summary" / "index.html").exists()
-    tries = submitted_nodes(first_run["nodes_log"])
-    assert tries.count(f"fit_{bad}") == 1  # RETRY ... UNLESS-EXIT 2: no retry
-    assert tries.count(f"fit_{first_run['ids'][KILLED]}") == 2  # removed, then retried
+    assert submitted_nodes(first_run["first_log"]).count("fits_1") == 1  # no retry
+
+
+def test_an_evicted_batch_job_goes_on_from_its_checkpoint(first_run: dict) -> None:
+    run, spooled = first_run["run"], first_run["before_eviction"]
+    assert spooled and set(spooled) < set(batch_ids(run, EVICTED))
+    final = digests(run)
+    for cid, digest in spooled.items():  # finished before the eviction: never fitted again
+        assert final[cid] == digest
+    log = first_run["first_log"]
+    assert "Job was evicted" in log
+    assert submitted_nodes(log).count(EVICTED) == 1  # the same job went on: no DAG retry
+    assert all(cid in final for cid in batch_ids(run, EVICTED))
+
+
+def test_a_removed_batch_job_is_retried(first_run: dict) -> None:
+    log = first_run["first_log"]
+    assert "Job was aborted" in log
+    assert submitted_nodes(log).count(REMOVED) >= 2  # removed, then retried by DAGMan
 
 
 def test_a_held_job_is_shown_with_its_reason_and_goes_on_when_released(first_run: dict) -> None:
-    held = first_run["ids"][HELD]
-    assert f"held fit_{held}: held: via condor_hold" in first_run["held_status"]
+    assert f"held {HELD}: held: via condor_hold" in first_run["held_status"]
     assert "1 held" in first_run["held_status"]
-    params = json.loads((first_run["run"] / "nodes" / held / "params.json").read_text())
-    assert params["flag"] != "FAILED"
+    for cid in batch_ids(first_run["run"], HELD):
+        assert (first_run["run"] / "results" / f"{cid}.tar.gz").exists()
+
+
+def test_after_the_dagman_job_is_removed_resubmit_goes_on_and_refits_nothing(
+    first_run: dict,
+) -> None:
+    run, before = first_run["run"], first_run["finished_before_removal"]
+    final = digests(run)
+    assert before and all(final[cid] == digest for cid, digest in before.items())
+    second = submitted_nodes(first_run["nodes_log"])  # DAGMan starts the log anew
+    for node in ("fits_1", EVICTED):  # ended before the removal: never submitted again
+        assert node not in second
+    assert "aggregate" in second
 
 
 def test_status_reads_dagmans_node_status_file_as_classads_do(first_run: dict) -> None:
@@ -235,23 +323,9 @@ def test_status_reads_dagmans_node_status_file_as_classads_do(first_run: dict) -
     assert parse_status(text) == ads
 
 
-def test_a_removed_fit_job_is_retried_and_completes(first_run: dict) -> None:
-    run, killed = first_run["run"], first_run["ids"][KILLED]
-    log = first_run["nodes_log"]
-    assert "Job was aborted" in log
-    assert json.loads((run / "nodes" / killed / "params.json").read_text())["flag"] != "FAILED"
-    assert (run / "results" / f"{killed}.tar.gz").exists()
-    ads = first_run["status_file"].split("[")
-    node_ad = next(ad for ad in ads if f'Node = "fit_{killed}";' in ad)
-    assert "RetryCount = 1;" in node_ad
-    assert "NodeStatus = 5;" in node_ad  # DONE
-
-
-def test_resubmit_runs_only_the_fixed_node_then_pull(first_run: dict, work: Path) -> None:
+def test_resubmit_nodes_refits_only_that_candidate_then_pull(first_run: dict, work: Path) -> None:
     run, ids, bad = first_run["run"], first_run["ids"], first_run["ids"][BAD]
-    finished = {
-        cid: (run / "nodes" / cid / "params.json").stat().st_mtime_ns for cid in ids if cid != bad
-    }
+    before = digests(run)
     # The fix: the candidate's cutout repaired and its fit input derived again.
     fixed = work / "fixed"
     for step in (
@@ -261,16 +335,21 @@ def test_resubmit_runs_only_the_fixed_node_then_pull(first_run: dict, work: Path
         assert lensjobs(*step).returncode == 0
     shutil.copy(fixed / "nodes" / bad / "input.fits", run / "nodes" / bad / "input.fits")
 
-    again = lensjobs("resubmit", run)
+    again = lensjobs("resubmit", run, "--nodes", bad)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 candidate(s) to fit again, in 1 fit job(s)" in again.stdout
     cluster = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
     wait_for(lambda: not queued(cluster), 600, "the resubmitted DAG to end", every=3)
 
-    log, before = (run / "lensjobs.dag.nodes.log").read_text(), first_run["nodes_log"]
-    second = log[len(before) :] if log.startswith(before) else log  # DAGMan starts it anew
-    assert submitted_nodes(second) == ["aggregate", f"fit_{bad}"]
-    for cid, mtime in finished.items():  # nothing that finished ran again
-        assert (run / "nodes" / cid / "params.json").stat().st_mtime_ns == mtime
+    assert submitted_nodes((run / "lensjobs.dag.nodes.log").read_text()) == [
+        "aggregate",
+        "fits_1",
+    ]
+    after = digests(run)
+    assert {c: d for c, d in after.items() if c != bad} == {
+        c: d for c, d in before.items() if c != bad
+    }  # its batch-mates were not fitted again
+    assert after[bad] != before[bad]
     status = lensjobs("status", run)
     assert "DAG succeeded" in status.stdout, status.stdout
     assert json.loads((run / "nodes" / bad / "params.json").read_text())["flag"] != "FAILED"

@@ -46,7 +46,7 @@ def local_run(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     runs = tmp_path_factory.mktemp("runs")
     result = run_cli(
         "submit", candidates, "--runs-dir", runs, "--local", "-j", "2",
-        "--preset", "quick", "--infer-gpus", "0",
+        "--preset", "quick", "--infer-gpus", "0", "--fits-per-job", "2",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return runs / "candidates"
@@ -63,6 +63,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     result = run_cli(
         "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--name", "dry",
         "--fit-memory", "2GB", "--max-running-fits", "7", "--fit-image", fit_image,
+        "--fits-per-job", "3",
         "--infer-image", "docker://hub.example.org/lensjobs-infer:1",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -71,10 +72,17 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     ids = catalogue_ids(candidates)
     broken = ids[BROKEN]
     assert f"skipped {broken}: " in result.stdout
+    assert "4 candidates to fit in 2 fit job(s) of up to 3" in result.stdout
     dag = (run / "lensjobs.dag").read_text()
-    fit_nodes = re.findall(r"^JOB (fit_\S+) fit\.sub$", dag, re.MULTILINE)
-    assert fit_nodes == [f"fit_{i}" for i in ids if i != broken]
-    for node in fit_nodes:
+    fit_nodes = re.findall(r"^JOB (fits_\S+) fit\.sub$", dag, re.MULTILINE)
+    assert fit_nodes == ["fits_1", "fits_2"]
+    batches = [(run / "batches" / str(k) / "ids.txt").read_text().split() for k in (1, 2)]
+    assert batches == [[i for i in ids if i != broken][:3], [i for i in ids if i != broken][3:]]
+    for k, node in enumerate(fit_nodes, 1):
+        assert f'VARS {node} BATCH="{k}"' in dag
+        assert f"SCRIPT PRE {node} jobs/stage.sh {sys.executable} {k}" in dag
+        assert f"SCRIPT POST {node} jobs/collect.sh {sys.executable} {k} $RETURN" in dag
+        assert f"PRE_SKIP {node} 3" in dag
         assert f"RETRY {node} 2 UNLESS-EXIT 2" in dag
         assert f"CATEGORY {node} fits" in dag
     assert "JOB infer infer.sub" in dag
@@ -91,9 +99,12 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     assert re.search(r"^request_cpus\s+= 1$", fit_sub, re.MULTILINE)
     assert re.search(r"^request_memory\s+= 2048MB$", fit_sub, re.MULTILINE)
     assert re.search(r"^checkpoint_exit_code\s+= 85$", fit_sub, re.MULTILINE)
-    assert re.search(r"^transfer_checkpoint_files\s+= checkpoint.npz$", fit_sub, re.MULTILINE)
+    assert re.search(r"^transfer_checkpoint_files\s+= out$", fit_sub, re.MULTILINE)
+    assert re.search(r"^transfer_input_files\s+= in, out, ", fit_sub, re.MULTILINE)
+    assert re.search(r"^arguments\s+= \$\(BATCH\) standard 900$", fit_sub, re.MULTILINE)
     assert re.search(rf"^container_image\s+= {fit_image}$", fit_sub, re.MULTILINE)
-    assert re.search(r"^request_disk\s+= 103MB$", fit_sub, re.MULTILINE)  # 100 + the image
+    # 100 MB, 8 MB per candidate of the batch and the image.
+    assert re.search(r"^request_disk\s+= 127MB$", fit_sub, re.MULTILINE)
     assert re.search(r'^\+JobDurationCategory\s+= "Medium"$', fit_sub, re.MULTILINE)
     infer_sub = (run / "infer.sub").read_text()
     assert re.search(r"^request_gpus\s+= 1$", infer_sub, re.MULTILINE)
@@ -110,12 +121,32 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     assert info["images"]["fit"]["sha256"] == hashlib.sha256(fit_image.read_bytes()).hexdigest()
     assert info["images"]["infer"]["sha256"] is None  # not a local file
     assert info["settings"]["fit_memory"] == 2048
+    assert info["settings"]["fits_per_job"] == 3
     assert info["input"]["fits"] == len(ids) - 1
     assert info["skipped"][broken] == "100 NaN/Inf pixels"
     assert info["submissions"] == []
     status = run_cli("status", run, "--watch")  # returns: a dry run never starts
     assert status.returncode == 0
     assert "DAG not started" in status.stdout
+    assert "candidates: 0/4 finished; 1 skipped (bad cutouts)" in status.stdout
+
+
+def test_fits_per_job_defaults_to_45_minutes_of_the_presets_fits(
+    candidates: Path, tmp_path: Path
+) -> None:
+    for preset, per_job in (("standard", 71), ("seed", 6), ("quick", 540)):
+        result = run_cli(
+            "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--shared-fs",
+            "--name", preset, "--preset", preset,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        info = json.loads((tmp_path / preset / "run.json").read_text())
+        assert info["settings"]["fits_per_job"] == per_job
+    hidden = run_cli(
+        "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--preset", "trivial"
+    )
+    assert hidden.returncode == 2
+    assert "choose one of seed, standard, quick" in hidden.stderr
 
 
 @pytest.mark.parametrize(
@@ -255,16 +286,28 @@ def test_an_existing_run_is_never_overwritten(local_run: Path, candidates: Path)
 def test_local_run_completes_and_reports(local_run: Path, candidates: Path) -> None:
     ids = catalogue_ids(candidates)
     fitted = [i for i in ids if i != ids[BROKEN]]
+    flags = []
     for cid in fitted:
-        assert json.loads((local_run / "nodes" / cid / "params.json").read_text())["id"] == cid
+        params = json.loads((local_run / "nodes" / cid / "params.json").read_text())
+        assert params["id"] == cid
+        flags.append(params["flag"])
         assert (local_run / "results" / f"{cid}.tar.gz").exists()
     assert not (local_run / "nodes" / ids[BROKEN] / "params.json").exists()
     assert not list(local_run.glob("lensjobs.dag.rescue*"))
+    outcomes = [
+        line.split("\t")[:2]
+        for k in (1, 2)
+        for line in (local_run / "batches" / str(k) / "outcomes.tsv").read_text().splitlines()
+    ]
+    assert outcomes == [[cid, flag] for cid, flag in zip(fitted, flags, strict=True)]
     status = run_cli("status", local_run)
     assert status.returncode == 0
-    assert "candidates: DAG succeeded; nodes: 6 done" in status.stdout
+    assert "candidates: DAG succeeded; nodes: 4 done" in status.stdout  # infer, 2 fits, final
     assert run_cli("status", local_run, "--watch").stdout == status.stdout  # ended: no wait
-    assert f"fits: {len(fitted)}/{len(fitted)} finished" in status.stdout
+    counts = ", ".join(f"{flags.count(f)} {f}" for f in sorted(set(flags)))
+    assert f"candidates: {len(fitted)}/{len(fitted)} finished ({counts}); 1 skipped" in (
+        status.stdout
+    )
     failed = (local_run / "summary" / "failed.txt").read_text()
     assert ids[BROKEN] in failed
 
@@ -292,11 +335,12 @@ def test_pull_refuses_a_damaged_tarball(local_run: Path, tmp_path: Path) -> None
     assert not (tmp_path / "got" / "nodes" / victim.name.removesuffix(".tar.gz")).exists()
 
 
-def test_permanent_failure_then_resubmit_runs_only_that_node(
+def test_unusable_candidate_is_recorded_and_resubmit_nodes_refits_only_it(
     local_run: Path, candidates: Path
 ) -> None:
-    """A fit whose input cannot be used ends with exit 2 (no retry), the FINAL node still
-    runs and lists it, a rescue DAG is written; once fixed, resubmit runs only it."""
+    """A candidate whose input cannot be used ends FAILED with its reason, and its batch
+    goes on (the node succeeds); `resubmit --nodes ID` fits just that candidate again, not
+    the other one of its batch nor anything else."""
     victim = next(  # a lens: a non-lens ends as NO_ARCS before its priors are checked
         cid
         for cid in catalogue_ids(candidates)
@@ -315,18 +359,23 @@ def test_permanent_failure_then_resubmit_runs_only_that_node(
     }
 
     forced = run_cli("resubmit", local_run, "--nodes", victim)
-    assert forced.returncode == 1
-    assert f"failed fit_{victim}: Job failed with status 2" in forced.stdout
-    assert "unusable prior: BKG_RMS_R = 0.0" in forced.stdout  # stderr tail
-    assert "fix the cause, then: lensjobs resubmit" in forced.stdout
-    assert len(list(local_run.glob("lensjobs.dag.rescue*"))) == 2  # --nodes', DAGMan-style
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert "1 candidate(s) to fit again, in 1 fit job(s)" in forced.stdout
+    assert "DAG succeeded" in forced.stdout  # a candidate's bad input is not a node's fault
+    batch = next(
+        k for k in (1, 2) if victim in (local_run / "batches" / str(k) / "ids.txt").read_text()
+    )
+    reason = "unusable prior: BKG_RMS_R = 0.0 (needs a positive number)"
+    assert f"FAILED {victim} (fits_{batch}): {reason}" in forced.stdout
+    assert len(list(local_run.glob("lensjobs.dag.rescue*"))) == 1  # --nodes' own
     failed = (local_run / "summary" / "failed.txt").read_text()
-    assert f"{victim}\tfit_{victim}\t" in failed
-    status = json.loads((local_run / "nodes" / victim / "params.json").read_text())
-    assert status["flag"] == "FAILED"
+    assert f"{victim}\tFAILED\t{reason}" in failed
+    assert json.loads((local_run / "nodes" / victim / "params.json").read_text())["flag"] == (
+        "FAILED"
+    )
 
     write_candidate(node_input, good)
-    fixed = run_cli("resubmit", local_run, "--fit-memory", "1536MB")
+    fixed = run_cli("resubmit", local_run, "--nodes", victim, "--fit-memory", "1536MB")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert "request_memory            = 1536MB" in (local_run / "fit.sub").read_text()
     assert json.loads((local_run / "run.json").read_text())["settings"]["fit_memory"] == 1536
@@ -339,9 +388,14 @@ def test_permanent_failure_then_resubmit_runs_only_that_node(
         for p in (local_run / "nodes").glob("*/params.json")
         if p.parent.name != victim
     }
-    assert after == others  # nothing that finished ran again
+    assert after == others  # nothing that finished ran again, its batch-mate included
     assert victim not in (local_run / "summary" / "failed.txt").read_text()
+    outcomes = (local_run / "batches" / str(batch) / "outcomes.tsv").read_text()
+    assert outcomes.count(f"{victim}\t") == 1  # forgotten, then recorded anew
 
     again = run_cli("resubmit", local_run)
     assert again.returncode == 2
     assert "nothing to resubmit" in again.stderr
+    unknown = run_cli("resubmit", local_run, "--nodes", "no_such_id")
+    assert unknown.returncode == 2
+    assert "--nodes 'no_such_id': not a fitted candidate of" in unknown.stderr

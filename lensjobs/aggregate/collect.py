@@ -25,7 +25,7 @@ from lensjobs.catalog import SAFE_ID, open_catalog
 FITTED = ("OK", "POOR_FIT", "NOT_CONVERGED")  # finished fits with parameters
 FLAGS = (*FITTED, "NO_ARCS", "FAILED")
 STATUSES = ("DONE", "FAILED", "MISSING", "SKIPPED")
-NO_OUTPUT = "no fit output (the node did not finish)"
+NO_OUTPUT = "no fit output (its fit job did not finish)"
 NO_INFERENCE = "inference did not finish"
 # Results columns -> params.json names; the lens centre is a free parameter of the lens
 # light (joined to the mass), so its name depends on the model's constraints.
@@ -38,7 +38,7 @@ ESTIMATES = {
 }
 # What the job wrappers (jobs/) add to a node's stderr after the node's own last words.
 _WRAPPER_LINES = (
-    re.compile(r"fit_\S+ exit (-?\d+)"),
+    re.compile(r"fits_\S+ exit (-?\d+)"),
     re.compile(r"lensjobs node \S+ ended with exit code .*"),
 )
 _CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|[\x00-\x1f\x7f]")
@@ -54,10 +54,6 @@ class Entry:
     flag: str = ""  # "" when there is no params.json to say
     reason: str = ""
     params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def node(self) -> str:
-        return "-" if self.status == "SKIPPED" else f"fit_{self.id}"
 
     @property
     def outcome(self) -> str:

@@ -88,9 +88,9 @@ def write_catalog_csv(path: Path, table: Table) -> Path:
 
 
 def write_failed(path: Path, entries: list[Entry]) -> Path:
-    """``ID<TAB>node<TAB>reason`` per candidate not DONE, under a ``#`` header line."""
-    lines = ["# ID\tnode\treason"]
-    lines += [f"{e.id}\t{e.node}\t{e.reason}" for e in entries if e.status != "DONE"]
+    """``ID<TAB>status<TAB>reason`` per candidate not DONE, under a ``#`` header line."""
+    lines = ["# ID\tstatus\treason"]
+    lines += [f"{e.id}\t{e.status}\t{e.reason}" for e in entries if e.status != "DONE"]
     text = "\n".join(lines) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 

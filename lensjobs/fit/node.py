@@ -127,7 +127,7 @@ class Problem:
         )
 
 
-def _no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -> int:
+def no_fit(out: Path, candidate_id: str, preset: str, flag: str, reason: str) -> int:
     """params.json without parameters, and the tarball every fit node leaves. NO_ARCS is an
     answer (exit 0: the node is done); FAILED means the inputs cannot be fitted (exit 2: a
     retry would fail the same way)."""
@@ -178,22 +178,31 @@ def run_fit(
     out: Path,
     preset_name: str = "standard",
     checkpoint_every: float | None = None,
+    *,
+    deadline: float | None = None,
+    expected_id: str | None = None,
 ) -> int:
-    """Fit one candidate into ``out``; returns the node's exit code."""
+    """Fit one candidate into ``out``; returns the node's exit code. The fit checkpoints
+    and returns 85 once ``deadline`` (a time.time()) or ``checkpoint_every`` seconds from
+    now has passed; ``expected_id`` is the ID a batch knows the input by."""
     clock = Clock()
     candidate = read_candidate(input_path)
+    if expected_id is not None and candidate.id != expected_id:
+        raise FitInputError(f"{input_path}: holds candidate {candidate.id!r}, not {expected_id!r}")
     out.mkdir(parents=True, exist_ok=True)
     preset = PRESETS[preset_name]
+    if preset.testing_only:
+        return no_fit(out, candidate.id, preset.name, "NO_ARCS", "trivial preset: not fitted")
     if bool(candidate.prior.get("NO_ARCS", False)):
-        return _no_fit(
+        return no_fit(
             out, candidate.id, preset.name, "NO_ARCS", "the segmenter found no arc pixels"
         )
     if not bool(candidate.prior.get("USABLE", True)) or not np.all(np.isfinite(candidate.cutout)):
         reason = candidate.prior.get("PROBLEM") or "non-finite pixels"
-        return _no_fit(out, candidate.id, preset.name, "FAILED", f"unusable pixels: {reason}")
+        return no_fit(out, candidate.id, preset.name, "FAILED", f"unusable pixels: {reason}")
     bad_prior = _prior_problem(candidate)
     if bad_prior:
-        return _no_fit(out, candidate.id, preset.name, "FAILED", f"unusable prior: {bad_prior}")
+        return no_fit(out, candidate.id, preset.name, "FAILED", f"unusable prior: {bad_prior}")
     try:
         problem = Problem(candidate, preset)
         sampler = problem.sampler()
@@ -203,7 +212,8 @@ def run_fit(
             state.restarts += 1
         else:
             state = sampler.start()
-        deadline = time.time() + checkpoint_every if checkpoint_every else math.inf
+        if deadline is None:
+            deadline = time.time() + checkpoint_every if checkpoint_every else math.inf
         finished = sampler.run(state, lambda: time.time() >= deadline)
         clock.charge(state)
         if not finished:
@@ -216,7 +226,7 @@ def run_fit(
         # (memory, I/O) propagate and the node is retried.
         where = traceback.extract_tb(err.__traceback__)[-1]
         reason = f"{type(err).__name__}: {err} ({Path(where.filename).name}:{where.lineno})"
-        return _no_fit(out, candidate.id, preset.name, "FAILED", reason.replace("\n", " "))
+        return no_fit(out, candidate.id, preset.name, "FAILED", reason.replace("\n", " "))
     return EXIT_DONE
 
 

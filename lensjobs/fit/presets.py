@@ -6,6 +6,9 @@
 - ``standard``: the default. A short PSO started from the network priors, then emcee that
   stops once the chain is long against its autocorrelation time (or at a step cap).
 - ``quick``: for tests and CI.
+- ``trivial``: testing only: reads the input and fits nothing, so that workflow benchmarks
+  (100,000 candidates on a personal pool) measure DAGMan and the schedd, not lenstronomy.
+  ``submit`` refuses it unless ``LENSJOBS_TESTING=1`` is set, and no help text names it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ class FitPreset(BaseModel):
         description="measured cost of one fit (BENCHMARKS.md); how long a fit job is expected "
         "to run, for HTCondor's job duration category"
     )
+    testing_only: bool = False
 
 
 PRESETS: dict[str, FitPreset] = {
@@ -75,4 +79,17 @@ PRESETS: dict[str, FitPreset] = {
         converge=False,
         median_cpu_seconds=5,
     ),
+    "trivial": FitPreset(
+        name="trivial",
+        pso_particles=2,
+        pso_iterations=1,
+        walker_ratio=2,
+        burn_in=0,
+        min_steps=1,
+        max_steps=1,
+        converge=False,
+        median_cpu_seconds=0.05,
+        testing_only=True,
+    ),
 }
+PUBLIC_PRESETS = [name for name, preset in PRESETS.items() if not preset.testing_only]

@@ -73,7 +73,7 @@ def _run_in_sandbox(
     sandbox = Path(tempfile.mkdtemp(prefix="lensjobs-sandbox-"))
     try:
         for name in [str(executable), *_files(description, "transfer_input_files")]:
-            shutil.copy2(initialdir / name, sandbox)
+            _transfer(initialdir / name, sandbox)
         started = time.time()
         inputs = {p.name for p in sandbox.iterdir()}
         command = [sandbox / executable.name, *args]
@@ -85,13 +85,24 @@ def _run_in_sandbox(
         remaps = _remaps(description)
         for path in sandbox.iterdir():
             changed = path.name not in inputs or path.stat().st_mtime > started
-            if path.is_file() and (path.name in wanted if wanted else changed):
-                target = Path(remaps.get(path.name, initialdir / path.name))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(path, target)
+            if path.name in wanted if wanted else path.is_file() and changed:
+                _transfer(path, Path(remaps.get(path.name, initialdir)), move=True)
         return code
     finally:
         shutil.rmtree(sandbox, ignore_errors=True)
+
+
+def _transfer(source: Path, target: Path, move: bool = False) -> None:
+    """A file, or a directory with its contents (merged into one of the same name), into
+    the folder ``target`` (or to the file ``target`` a remap names), as HTCondor does."""
+    if source.is_dir():
+        shutil.copytree(source, target / source.name, dirs_exist_ok=True)
+        if move:
+            shutil.rmtree(source)
+        return
+    destination = target / source.name if target.is_dir() else target
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    (shutil.move if move else shutil.copy2)(source, destination)
 
 
 def status_text(dag: Dag, dag_state: NodeState) -> str:
@@ -222,18 +233,28 @@ class LocalDag:
         return cap is None or sum(n.category == node.category for n in running) < cap
 
     def _attempt(self, node: Node, failed_count: int) -> tuple[str, int]:
-        """One try of a node: its job, then its POST script. Returns (what failed, code)."""
+        """One try of a node: its PRE script, its job, then its POST script. Returns (what
+        failed, code); a PRE script's PRE_SKIP code means done without the job."""
+        if node.pre:
+            code = self._script(node, "pre", {})
+            if code == node.pre_skip:
+                return ("PRE script", 0)
+            if code:
+                return ("PRE script", code)
         code = run_job(self.run, node)
         if not node.post:
             return ("Job", code)
         self._set(node, NodeState.POSTRUN)
-        words = [
-            w.replace("$RETURN", str(code)).replace("$FAILED_COUNT", str(failed_count))
-            for w in node.post
-        ]
-        with (self.run.dir / f"{node.name}.post.err").open("w") as stderr:
-            post = subprocess.call(words, cwd=self.run.dir, stdout=stderr, stderr=stderr)
+        post = self._script(node, "post", {"$RETURN": code, "$FAILED_COUNT": failed_count})
         return ("POST script", post) if post else ("Job", 0)
+
+    def _script(self, node: Node, kind: str, macros: dict[str, int]) -> int:
+        """A PRE or POST script, in the run directory as DAGMan runs them."""
+        words = getattr(node, kind)
+        for macro, value in macros.items():
+            words = [w.replace(macro, str(value)) for w in words]
+        with (self.run.dir / f"{node.name}.{kind}.err").open("w") as stderr:
+            return subprocess.call(words, cwd=self.run.dir, stdout=stderr, stderr=stderr)
 
     def _finish(self, node: Node, outcome: tuple[str, int]) -> None:
         what, code = outcome

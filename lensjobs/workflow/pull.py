@@ -10,9 +10,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lensjobs.catalog import SAFE_ID
 from lensjobs.files import read_manifest, sha256_of
-from lensjobs.workflow.read import node_id, read_dag
+from lensjobs.ids import SAFE_ID
+from lensjobs.workflow.batches import candidate_batches
 from lensjobs.workflow.run import Run, RunError
 
 
@@ -65,6 +65,6 @@ def pull_results(run: Run, to: Path) -> Pulled:
         lines = failed.read_text().splitlines()
         pulled.failed = [line for line in lines if line.strip() and not line.startswith("#")]
     reported = {line.split("\t")[0] for line in pulled.failed}
-    fits = [cid for node in read_dag(run.dag).nodes if (cid := node_id(node))]
-    pulled.missing = [c for c in fits if f"{c}.tar.gz" not in entries and c not in reported]
+    fitted = candidate_batches(run.dir)
+    pulled.missing = [c for c in fitted if f"{c}.tar.gz" not in entries and c not in reported]
     return pulled

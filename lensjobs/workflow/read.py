@@ -1,6 +1,6 @@
 """Reading a run's DAG back: the subset of the DAG and submit languages that
 ``lensjobs.workflow.write`` writes, DAGMan's node status file and rescue DAGs, for the local
-executor, ``lensjobs status``, ``resubmit`` and ``pull``. Node names come from here too."""
+executor, ``lensjobs status``, ``resubmit`` and ``pull``."""
 
 from __future__ import annotations
 
@@ -15,15 +15,6 @@ from pathlib import Path
 from lensjobs.workflow.run import Run, RunError
 
 _MACRO = re.compile(r"\$\((\w+)\)")
-
-
-def fit_node(cid: str) -> str:
-    return f"fit_{cid}"
-
-
-def node_id(node: str) -> str | None:
-    """The candidate ID of a fit node's name; None for infer and aggregate."""
-    return node.removeprefix("fit_") if node.startswith("fit_") else None
 
 
 class NodeState(IntEnum):
@@ -47,6 +38,8 @@ class Node:
     parents: list[str] = field(default_factory=list)
     retry: int = 0
     unless_exit: int | None = None
+    pre: list[str] = field(default_factory=list)
+    pre_skip: int | None = None
     post: list[str] = field(default_factory=list)
     category: str | None = None
     final: bool = False
@@ -82,6 +75,10 @@ def read_dag(path: Path) -> Dag:
                 nodes[args[0]].unless_exit = int(args[3])
         elif keyword == "SCRIPT" and args[0].upper() == "POST":
             nodes[args[1]].post = args[2:]
+        elif keyword == "SCRIPT" and args[0].upper() == "PRE":
+            nodes[args[1]].pre = args[2:]
+        elif keyword == "PRE_SKIP":
+            nodes[args[0]].pre_skip = int(args[1])
         elif keyword == "CATEGORY":
             nodes[args[0]].category = args[1]
         elif keyword == "MAXJOBS":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from pydantic import (
 )
 
 from lensjobs.files import atomic_write
-from lensjobs.fit.presets import PRESETS
+from lensjobs.fit.presets import PRESETS, PUBLIC_PRESETS
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _PROJECT = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -35,6 +36,11 @@ SUBMIT_SAFE = r"[^\s,;\"'=]+"
 _OSDF_DIR = re.compile(rf"osdf:///{SUBMIT_SAFE}")
 _MEMORY = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?)I?B?", re.IGNORECASE)
 _MB_PER_UNIT = {"K": 1 / 1024, "": 1, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+# A fit job's target length: OSPool and the HTCondor manual want minutes to hours per job
+# (matchmaking, transfer and image start-up are paid per job), well inside "Medium" (10 h).
+JOB_TARGET_S = 45 * 60
 
 
 class RunError(Exception):
@@ -90,9 +96,14 @@ class RunSettings(BaseModel, extra="forbid"):
     infer_cpus: int = Field(default=2, ge=1)
     infer_memory: Megabytes = 4096
     fit_memory: Megabytes = 1024
-    fit_disk: Megabytes = 100
+    fit_disk: Megabytes | None = None  # None: room for the batch (write.FIT_OUTPUT_MB)
     max_running_fits: int = Field(default=1000, ge=1)
-    checkpoint_every: int = Field(default=1800, ge=1)
+    # None: chosen from the preset's measured cost so that a fit job runs ~45 min.
+    fits_per_job: int | None = Field(default=None, ge=1)
+    # An evicted job loses at most this much work (OUT/ is its checkpoint): a quarter of a
+    # job. Each checkpoint also copies the job's finished outputs to the access point's
+    # spool, so not after every fit (quadratic in the batch), and not more often.
+    checkpoint_every: int = Field(default=900, ge=1)
     # Jobs run from the images in run.json unless the execute nodes share this filesystem
     # (and this Python): --shared-fs, or --local.
     shared_fs: bool = False
@@ -104,9 +115,17 @@ class RunSettings(BaseModel, extra="forbid"):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, preset: str) -> str:
-        if preset not in PRESETS:
-            raise ValueError(f"unknown; choose one of {', '.join(PRESETS)}")
+        testing = os.environ.get("LENSJOBS_TESTING") == "1"
+        if preset not in PRESETS or (PRESETS[preset].testing_only and not testing):
+            raise ValueError(f"unknown; choose one of {', '.join(PUBLIC_PRESETS)}")
         return preset
+
+    @model_validator(mode="after")
+    def _batch_size(self) -> RunSettings:
+        if self.fits_per_job is None:
+            cost = PRESETS[self.preset].median_cpu_seconds
+            self.fits_per_job = max(1, round(JOB_TARGET_S / cost))
+        return self
 
     @model_validator(mode="after")
     def _gpu_needs_gpu(self) -> RunSettings:

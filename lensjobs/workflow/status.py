@@ -1,15 +1,23 @@
 """Where a run stands, from its files alone (so it works when the schedd cannot be reached):
 DAGMan's node status file (or the local executor's, same format), the DAG's node event log
-for exit codes and hold reasons, and each failed node's stderr."""
+for exit codes and hold reasons, each failed node's stderr, and per candidate the batches'
+ids.txt and outcomes.tsv."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from lensjobs.workflow.read import NodeState, node_id, read_dag, read_status_file, read_submit
+from lensjobs.workflow.batches import (
+    Outcome,
+    batch_number,
+    candidate_batches,
+    read_outcomes,
+)
+from lensjobs.workflow.read import NodeState, read_dag, read_status_file, read_submit
 from lensjobs.workflow.run import Run
 
 STATES = ("done", "running", "idle", "held", "failed", "futile", "waiting")
@@ -27,13 +35,21 @@ class Problem:
 @dataclass
 class RunStatus:
     dag: str  # not started | running | succeeded | failed
-    counts: Counter[str]
-    fits_total: int
-    fits_finished: int
+    counts: Counter[str]  # nodes by state
+    candidates: int  # candidates with a fit (skipped ones aside)
+    skipped: int  # unusable cutouts: no fit
+    by_flag: Counter[str]  # finished candidates by flag
+    running: dict[str, int]  # running fit node -> its candidates not finished yet
+    failed: list[Outcome]  # the first max_problems candidates that ended FAILED
+    failed_count: int  # all of them
     eta_seconds: float | None
     updated: float | None
     problems: list[Problem]  # the first max_problems failed or held nodes, with reasons
     problem_count: int  # all of them
+
+    @property
+    def finished_candidates(self) -> int:
+        return sum(self.by_flag.values())
 
     @property
     def finished(self) -> bool:
@@ -99,11 +115,18 @@ def stderr_tail(run: Run, node: str, vars_: dict[str, str], submit: str) -> list
 
 
 def read_status(run: Run, max_problems: int = 20) -> RunStatus:
+    info = run.read_info()
     dag_ad, node_ads = read_status_file(run.status_file)
     states = {ad["Node"]: _state(ad) for ad in node_ads}
     counts = Counter(states.values())
-    fit_states = [s for node, s in states.items() if node_id(node)]
-    fits_finished = sum(s in ("done", "failed", "futile") for s in fit_states)
+    batches = candidate_batches(run.dir)
+    outcomes = read_outcomes(run.dir)
+    left = Counter(k for cid, k in batches.items() if cid not in outcomes)
+    running = {
+        node: left[k]
+        for node, state in states.items()
+        if state == "running" and (k := batch_number(node)) is not None and left[k]
+    }
     if not dag_ad:
         dag = "not started"
     elif NodeState(dag_ad.get("DagStatus", 3)) == NodeState.DONE:
@@ -123,22 +146,33 @@ def read_status(run: Run, max_problems: int = 20) -> RunStatus:
             reason = events.get(name) or ad.get("StatusDetails") or "no reason recorded"
             tail = stderr_tail(run, name, node.vars, node.submit)
             problems.append(Problem(name, states[name], reason, tail))
+    failed = [o for o in outcomes.values() if o.flag == "FAILED"]
     return RunStatus(
         dag=dag,
         counts=counts,
-        fits_total=len(fit_states),
-        fits_finished=fits_finished,
-        eta_seconds=_eta(run, fit_states, sum(s == "done" for s in fit_states)),
+        candidates=len(batches),
+        skipped=len(info.get("skipped") or {}),
+        by_flag=Counter(o.flag for o in outcomes.values()),
+        running=running,
+        failed=failed[:max_problems],
+        failed_count=len(failed),
+        eta_seconds=_eta(run, info, outcomes, len(batches)) if dag == "running" else None,
         updated=dag_ad.get("Timestamp"),
         problems=problems,
         problem_count=len(bad),
     )
 
 
-def _eta(run: Run, fit_states: list[str], done: int) -> float | None:
-    """Remaining fits at the rate fits have finished since the priors were written."""
-    remaining = sum(s not in ("done", "failed", "futile") for s in fit_states)
-    if not done or not remaining or not run.priors.exists():
+def _eta(run: Run, info: dict, outcomes: dict[str, Outcome], total: int) -> float | None:
+    """Candidates left at the rate they have finished since this submission's fits began
+    (its start, or the priors' writing if later): a resubmission starts its own clock."""
+    submissions = info["submissions"]
+    if not submissions or not run.priors.exists():
         return None
-    elapsed = time.time() - run.priors.stat().st_mtime
-    return remaining * elapsed / done
+    submitted = datetime.fromisoformat(submissions[-1]["time"]).timestamp()
+    start = max(submitted, run.priors.stat().st_mtime)
+    recent = sum(o.finished >= start for o in outcomes.values())
+    remaining = total - len(outcomes)
+    if not recent or not remaining:
+        return None
+    return remaining * (time.time() - start) / recent

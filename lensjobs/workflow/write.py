@@ -15,14 +15,16 @@ from pathlib import Path
 from lensjobs.catalog import CatalogError, open_catalog
 from lensjobs.files import sha256_of
 from lensjobs.fit.presets import PRESETS
+from lensjobs.workflow.batches import SKIP, batch_node, split_batches, write_batches
 from lensjobs.workflow.images import Image, recorded_images
-from lensjobs.workflow.read import done_nodes, fit_node
+from lensjobs.workflow.read import done_nodes
 from lensjobs.workflow.run import Run, RunError, RunSettings, now, versions
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT / "submit"
 WRAPPERS = PROJECT / "jobs"
 SUBMIT_FILES = ("infer.sub", "fit.sub", "aggregate.sub", "dagman.config")
+FINAL = "aggregate"
 STATUS_EVERY_S = 30
 _TOKEN = re.compile(r"{{(\w+)}}")
 
@@ -68,6 +70,10 @@ MEDIUM_HOURS = 10
 # (BENCHMARKS.md: 238-256 candidates/s on 2 cores); a GPU is faster.
 INFER_START_S = 120
 INFER_PER_S = 200
+# A fit job's disk: room to work in, and per candidate its input, outputs (PNGs, chain,
+# tarball: ~3 MB measured with the standard preset) and a checkpoint, twice over.
+FIT_DISK_MB = 100
+FIT_OUTPUT_MB = 8
 
 
 def duration_category(seconds: float) -> str:
@@ -100,7 +106,9 @@ def template_values(
         gpu_lines.append(f"gpus_minimum_memory       = {settings.infer_gpu_memory}")
     if settings.infer_gpu_capability:
         gpu_lines.append(f"gpus_minimum_capability   = {settings.infer_gpu_capability:g}")
-    fit_seconds = PRESETS[settings.preset].median_cpu_seconds
+    fits = settings.fits_per_job
+    fit_seconds = fits * PRESETS[settings.preset].median_cpu_seconds
+    fit_disk = settings.fit_disk or FIT_DISK_MB + fits * FIT_OUTPUT_MB
     project = f'+ProjectName              = "{settings.project}"' if settings.project else ""
     # The catalogue, priors.fits (int16 maps: ~17 kB per candidate) and room to spare.
     infer_disk = (2 * info["input"]["bytes"] + n * 17_000) // 1_000_000 + 1000
@@ -109,7 +117,7 @@ def template_values(
         "preset": settings.preset,
         "checkpoint_every": str(settings.checkpoint_every),
         "fit_memory": f"{settings.fit_memory}MB",
-        "fit_disk": _with_image(settings.fit_disk, fit),
+        "fit_disk": _with_image(fit_disk, fit),
         "infer_gpus": str(settings.infer_gpus),
         "infer_gpu_requirements": "\n".join(gpu_lines),
         "infer_cpus": str(settings.infer_cpus),
@@ -135,9 +143,10 @@ def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, info
         (target / name).write_text(text)
 
 
-def dag_lines(fit_ids: Iterable[str], settings: RunSettings, python: str) -> Iterable[str]:
-    yield "# lensjobs DAG: infer -> one fit node per candidate -> FINAL aggregate."
-    yield "# Written by `lensjobs submit`; `lensjobs resubmit` reruns failed nodes via rescue DAGs."
+def dag_lines(batches: int, settings: RunSettings, python: str) -> Iterable[str]:
+    yield "# lensjobs DAG: infer -> fit nodes fits_<k>, a batch of candidates each -> FINAL"
+    yield "# aggregate. Written by `lensjobs submit`; `lensjobs resubmit` reruns what is"
+    yield "# unfinished through rescue DAGs. batches/<k>/ids.txt lists each batch's candidates."
     yield "CONFIG dagman.config"
     yield f"NODE_STATUS_FILE {Run.DAG}.status {STATUS_EVERY_S}"
     yield ""
@@ -146,11 +155,14 @@ def dag_lines(fit_ids: Iterable[str], settings: RunSettings, python: str) -> Ite
     yield "RETRY infer 2 UNLESS-EXIT 2"
     yield ""
     children = []
-    for cid in fit_ids:
-        node = fit_node(cid)
+    for k in range(1, batches + 1):
+        node = batch_node(k)
         children.append(node)
         yield f"JOB {node} fit.sub"
-        yield f'VARS {node} ID="{cid}"'
+        yield f'VARS {node} BATCH="{k}"'
+        yield f"SCRIPT PRE {node} jobs/stage.sh {python} {k}"
+        yield f"SCRIPT POST {node} jobs/collect.sh {python} {k} $RETURN"
+        yield f"PRE_SKIP {node} {SKIP}"
         yield f"RETRY {node} 2 UNLESS-EXIT 2"
         yield f"CATEGORY {node} fits"
     yield ""
@@ -158,13 +170,15 @@ def dag_lines(fit_ids: Iterable[str], settings: RunSettings, python: str) -> Ite
     for start in range(0, len(children), 100):
         yield "PARENT infer CHILD " + " ".join(children[start : start + 100])
     yield ""
-    yield "FINAL aggregate aggregate.sub"
-    yield "SCRIPT POST aggregate jobs/final.sh $RETURN $FAILED_COUNT"
+    yield f"FINAL {FINAL} aggregate.sub"
+    yield f"SCRIPT POST {FINAL} jobs/final.sh $RETURN $FAILED_COUNT"
 
 
 def write_dag(run: Run, fit_ids: list[str], settings: RunSettings) -> None:
+    batches = split_batches(fit_ids, settings.fits_per_job)
+    write_batches(run.dir, batches)
     with run.dag.open("w") as f:
-        for line in dag_lines(fit_ids, settings, sys.executable):
+        for line in dag_lines(len(batches), settings, sys.executable):
             f.write(line + "\n")
 
 
@@ -197,7 +211,7 @@ def create_run(
     try:
         building.mkdir(parents=True)
         staged = Run(building)
-        for sub in ("infer", "nodes", "results", "summary"):
+        for sub in ("infer", "nodes", "batches", "results", "summary"):
             (building / sub).mkdir()
         shutil.copytree(WRAPPERS, building / "jobs")
         _link_or_copy(input_path, staged.candidates)
@@ -249,7 +263,8 @@ def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:
     return path
 
 
-def rerun_nodes(run: Run, nodes: list[str]) -> Path:
+def rerun_nodes(run: Run, nodes: set[str], why: str) -> Path:
     """Write the next rescue DAG with ``nodes`` no longer DONE, so they run again."""
-    comments = [f"Written by `lensjobs resubmit --nodes` for {Run.DAG}: {len(nodes)} forced."]
-    return write_rescue(run, done_nodes(run) - set(nodes), comments)
+    comments = [f"Written by `lensjobs resubmit` for {Run.DAG}: {why}."]
+    # DAGMan runs the FINAL node whatever a rescue DAG says.
+    return write_rescue(run, done_nodes(run) - nodes - {FINAL}, comments)
