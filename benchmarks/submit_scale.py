@@ -1,7 +1,8 @@
 """Time and peak memory of writing a whole run with ``lensjobs submit --dry-run`` (validation
-of every cutout, the run directory, lensjobs.dag and the submit files), at 10,000 and
-100,000 candidates; then ``condor_submit_dag -no_submit`` on the 10,000-node DAG inside the
-personal pool's root, to show HTCondor accepts it.
+of every cutout, the run directory, lensjobs.dag with its fit nodes, batches/ and the
+submit files), at 10,000 and 100,000 candidates with the standard preset's default batch
+size; then ``condor_submit_dag -no_submit`` on each DAG inside the personal pool's root,
+to show HTCondor accepts it.
 
     containers/minicondor/pool.sh up
     .venv/bin/python benchmarks/submit_scale.py [--sizes 10000 100000]
@@ -60,24 +61,26 @@ def main() -> None:
         )  # fmt: skip
         wall, peak = timed_submit(catalog, work / "runs", f"scale{size}")
         run = work / "runs" / f"scale{size}"
-        dag_mb = (run / "lensjobs.dag").stat().st_size / 1e6
+        dag = (run / "lensjobs.dag").read_text()
+        nodes = dag.count("\nJOB ") + dag.count("\nFINAL ")
+        fit_nodes = dag.count("\nJOB fits_")
         print(
             f"{size} candidates ({catalog.stat().st_size / 1e9:.2f} GB): submit --dry-run "
-            f"{wall:.1f} s, peak RSS {peak:.0f} MB, lensjobs.dag {dag_mb:.1f} MB",
+            f"{wall:.1f} s, peak RSS {peak:.0f} MB, lensjobs.dag {len(dag) / 1e6:.2f} MB, "
+            f"{nodes} nodes ({fit_nodes} fit nodes)",
             flush=True,
         )
-        if size == 10_000:
-            subprocess.run(["chmod", "-R", "a+rwX", str(run)], check=True)  # for the pool's user
-            start = time.perf_counter()
-            check = subprocess.run(
-                [str(POOL), "run", f"cd {run} && condor_submit_dag -no_submit lensjobs.dag"],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            print(
-                f"  condor_submit_dag -no_submit: exit {check.returncode} in "
-                f"{time.perf_counter() - start:.1f} s; " + " ".join(check.stdout.split()[-12:]),
-                flush=True,
-            )
+        subprocess.run(["chmod", "-R", "a+rwX", str(run)], check=True)  # for the pool's user
+        start = time.perf_counter()
+        check = subprocess.run(
+            [str(POOL), "run", f"cd {run} && condor_submit_dag -no_submit lensjobs.dag"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        print(
+            f"  condor_submit_dag -no_submit: exit {check.returncode} in "
+            f"{time.perf_counter() - start:.1f} s; " + " ".join(check.stdout.split()[-12:]),
+            flush=True,
+        )
         catalog.unlink()
     shutil.rmtree(work, ignore_errors=True)
 

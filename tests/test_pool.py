@@ -8,8 +8,9 @@ One run of 40 simulated candidates (quick preset, --infer-gpus 0) in fit jobs of
 checkpointing every 15 s, carries every fault: one candidate's r band is constant, so it
 ends FAILED and its batch goes on; one batch job is evicted mid-batch (condor_vacate_job)
 and goes on from its checkpoint; another is removed (condor_rm) and retried by DAGMan; a
-third is held, shown as held with its reason, then released; then the DAGMan job itself is
-removed mid-run and `lensjobs resubmit` goes on without fitting a finished candidate again.
+third is held and shown as held with its reason; then the DAGMan job itself is removed
+mid-run and `lensjobs resubmit` goes on without fitting a finished candidate again, and the
+schedd is killed while a fit job of the resubmitted DAG runs (its master restarts it).
 At the end `resubmit --nodes` fits the repaired candidate, and only it, again. `make test`
 brings the pool up; without it these tests fail in CI and are skipped elsewhere."""
 
@@ -20,6 +21,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +36,8 @@ from lensjobs.workflow.read import parse_status
 
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
-SHARE = Path(os.environ.get("LENSJOBS_POOL_DIR", "/var/tmp/lensjobs-pool")) / "share"
+POOL_DIR = Path(os.environ.get("LENSJOBS_POOL_DIR", "/var/tmp/lensjobs-pool"))
+SHARE = POOL_DIR / "share"
 NAME = "pooltest"
 N, PER_JOB = 40, 8
 BAD = 0  # its r band is constant: passes validation, cannot be fitted (in fits_1)
@@ -97,6 +100,15 @@ def batch_ids(run: Path, node: str) -> list[str]:
     return (run / "batches" / node.removeprefix("fits_") / "ids.txt").read_text().split()
 
 
+def schedd_pid() -> int:
+    """The pool's schedd, a child of its master (0 while there is none)."""
+    master = (POOL_DIR / "root" / "home" / "lensjobs" / "condor" / "run" / "master.pid").read_text()
+    found = subprocess.run(
+        ["pgrep", "-P", master.strip(), "-x", "condor_schedd"], capture_output=True, text=True
+    )
+    return int(found.stdout.split()[0]) if found.stdout.split() else 0
+
+
 def spooled_fits(job: str) -> dict[str, str]:
     """Finished fits (sha256 of their tarballs) in the checkpoint HTCondor holds for a job."""
     where = in_pool(f"condor_evicted_files dir {job}").stdout.split()
@@ -138,7 +150,7 @@ def work(pool: None) -> Path:
 @pytest.fixture(scope="module")
 def first_run(work: Path) -> dict:
     """Submit; evict one batch job, remove another, hold a third; remove the DAGMan job
-    mid-run and resubmit; wait for the end."""
+    while that one is held and resubmit; wait for the end."""
     ids = [str(i) for i in fits.getdata(work / "candidates.fits", "CATALOG")["COADD_OBJECT_ID"]]
     run = work / "runs" / NAME
     submit = lensjobs(
@@ -150,6 +162,16 @@ def first_run(work: Path) -> dict:
     cluster = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
     batch_names = in_pool("condor_q -af JobBatchName").stdout.split()
 
+    # Two batch jobs held as soon as they are queued, so that what follows happens while
+    # they have not run: one is removed later while it runs, one stays held.
+    for node in (REMOVED, HELD):
+        const = f'DAGNodeName == "{node}"'
+        wait_for(
+            lambda c=const: in_pool(f"condor_hold -const '{c}'").returncode == 0,
+            600,
+            f"{node} to be queued",
+        )
+
     # Evicted mid-batch, once its checkpoint holds a finished fit and before the job ends.
     wait_for(lambda: job_of(EVICTED, running=True), 600, f"{EVICTED} to run", every=0.5)
     evicted = job_of(EVICTED)
@@ -158,16 +180,12 @@ def first_run(work: Path) -> dict:
     vacated = in_pool(f"condor_vacate_job {evicted}")
     assert vacated.returncode == 0, vacated.stderr
 
+    # Removed while it runs: DAGMan retries it.
+    assert in_pool(f"condor_release -const 'DAGNodeName == \"{REMOVED}\"'").returncode == 0
     wait_for(lambda: job_of(REMOVED, running=True), 600, f"{REMOVED} to run", every=0.5)
     removed = in_pool(f"condor_rm -const 'DAGNodeName == \"{REMOVED}\"'")
     assert removed.returncode == 0, removed.stderr
 
-    held_job = f'DAGNodeName == "{HELD}"'
-    wait_for(
-        lambda: in_pool(f"condor_hold -const '{held_job}'").returncode == 0,
-        600,
-        f"{HELD} to be queued",
-    )
     shown = []
 
     def status_shows_held() -> bool:
@@ -175,17 +193,15 @@ def first_run(work: Path) -> dict:
         return f"held {HELD}: " in shown[-1]
 
     wait_for(status_shows_held, 120, "lensjobs status to show the held node", every=5)
-    held_ad = in_pool(f"condor_q -l -const '{held_job}'").stdout
-    released = in_pool(f"condor_release -const '{held_job}'")
-    assert released.returncode == 0, released.stderr
+    held_ad = in_pool(f"condor_q -l -const 'DAGNodeName == \"{HELD}\"'").stdout
 
-    # The DAGMan job removed while fits run: its node jobs go with it. (The evicted batch
-    # ends first: its checkpoint would go with it, and the check above with that.)
-    def evicted_batch_filed() -> bool:
-        return all((run / "results" / f"{c}.tar.gz").exists() for c in batch_ids(run, EVICTED))
+    # The DAGMan job removed mid-run, its held node among those it takes with it. (The
+    # first two batches end first: the evicted one's checkpoint would go with it.)
+    def filed(*nodes: str) -> bool:
+        ids = [cid for node in nodes for cid in batch_ids(run, node)]
+        return all((run / "results" / f"{cid}.tar.gz").exists() for cid in ids)
 
-    wait_for(evicted_batch_filed, 600, f"{EVICTED} to end")
-    wait_for(lambda: job_of(HELD, running=True), 600, f"{HELD} to run again", every=0.5)
+    wait_for(lambda: filed("fits_1", EVICTED), 600, f"fits_1 and {EVICTED} to end")
     finished_before = digests(run)
     assert in_pool(f"condor_rm {cluster}").returncode == 0
     wait_for(lambda: not queued(cluster), 600, "the removed DAG to leave the queue", every=2)
@@ -193,6 +209,13 @@ def first_run(work: Path) -> dict:
     resumed = lensjobs("resubmit", run)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     second = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
+
+    # The schedd dies while a fit job runs (SIGKILL); the master starts it again.
+    running = """condor_q -const 'JobStatus == 2 && regexp("^fits_", DAGNodeName)' -af ClusterId"""
+    wait_for(lambda: in_pool(running).stdout.strip(), 600, "a fit job of the resubmitted DAG")
+    killed = schedd_pid()
+    os.kill(killed, signal.SIGKILL)
+    wait_for(lambda: schedd_pid() not in (0, killed), 120, "the master to restart the schedd")
     wait_for(lambda: not queued(second), 900, "the resubmitted DAG to end", every=3)
     return {
         "ids": ids,
@@ -295,14 +318,14 @@ def test_a_removed_batch_job_is_retried(first_run: dict) -> None:
     assert submitted_nodes(log).count(REMOVED) >= 2  # removed, then retried by DAGMan
 
 
-def test_a_held_job_is_shown_with_its_reason_and_goes_on_when_released(first_run: dict) -> None:
+def test_a_held_job_is_shown_with_its_reason(first_run: dict) -> None:
     assert f"held {HELD}: held: via condor_hold" in first_run["held_status"]
     assert "1 held" in first_run["held_status"]
-    for cid in batch_ids(first_run["run"], HELD):
+    for cid in batch_ids(first_run["run"], HELD):  # its DAG removed, then resubmitted
         assert (first_run["run"] / "results" / f"{cid}.tar.gz").exists()
 
 
-def test_after_the_dagman_job_is_removed_resubmit_goes_on_and_refits_nothing(
+def test_after_the_dagman_job_is_removed_and_the_schedd_killed_nothing_refits(
     first_run: dict,
 ) -> None:
     run, before = first_run["run"], first_run["finished_before_removal"]

@@ -186,13 +186,14 @@ def run_fit(
     and returns 85 once ``deadline`` (a time.time()) or ``checkpoint_every`` seconds from
     now has passed; ``expected_id`` is the ID a batch knows the input by."""
     clock = Clock()
+    preset = PRESETS[preset_name]
+    if preset.testing_only:  # workflow benchmarks: the workflow's cost, nothing of a fit's
+        cid = expected_id or read_candidate(input_path).id
+        return no_fit(out, cid, preset.name, "NO_ARCS", "trivial preset: not fitted")
     candidate = read_candidate(input_path)
     if expected_id is not None and candidate.id != expected_id:
         raise FitInputError(f"{input_path}: holds candidate {candidate.id!r}, not {expected_id!r}")
     out.mkdir(parents=True, exist_ok=True)
-    preset = PRESETS[preset_name]
-    if preset.testing_only:
-        return no_fit(out, candidate.id, preset.name, "NO_ARCS", "trivial preset: not fitted")
     if bool(candidate.prior.get("NO_ARCS", False)):
         return no_fit(
             out, candidate.id, preset.name, "NO_ARCS", "the segmenter found no arc pixels"

@@ -6,9 +6,10 @@
 - ``standard``: the default. A short PSO started from the network priors, then emcee that
   stops once the chain is long against its autocorrelation time (or at a step cap).
 - ``quick``: for tests and CI.
-- ``trivial``: testing only: reads the input and fits nothing, so that workflow benchmarks
-  (100,000 candidates on a personal pool) measure DAGMan and the schedd, not lenstronomy.
-  ``submit`` refuses it unless ``LENSJOBS_TESTING=1`` is set, and no help text names it.
+- ``trivial``: testing only: fits nothing (in a batch, does not even read the input), so
+  that workflow benchmarks (100,000 candidates on a personal pool) measure DAGMan and the
+  schedd, not lenstronomy. ``submit`` refuses it unless ``LENSJOBS_TESTING=1`` is set, and
+  no help text names it.
 """
 
 from __future__ import annotations
