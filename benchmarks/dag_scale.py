@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from lensjobs.workflow.read import read_status_file
+
 REPO = Path(__file__).resolve().parents[1]
 POOL = REPO / "containers" / "minicondor" / "pool.sh"
 SHARE = Path("/var/tmp/lensjobs-pool/share")
@@ -93,9 +95,15 @@ def main() -> None:
     print(submitted.stdout.strip().splitlines()[0], flush=True)
     cluster = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
     peaks = {"condor_dagman": 0.0, "condor_schedd": 0.0}
+    said = 0.0
     while in_pool(f"condor_q {cluster} -af ClusterId").stdout.strip():
         for process in peaks:
             peaks[process] = max(peaks[process], rss_mb(process))
+        if time.time() - said > 60:  # a line a minute, so that a cut-short run says something
+            dag, _ = read_status_file(run / "lensjobs.dag.status")
+            counts = {k: dag.get(k) for k in ("NodesDone", "NodesQueued", "NodesReady")}
+            print(f"+{time.time() - start:.0f} s: {counts}, peaks {peaks}", flush=True)
+            said = time.time()
         time.sleep(5)
     wall = time.time() - start
     events = node_events(run / "lensjobs.dag.nodes.log")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,6 +25,7 @@ from lensjobs.catalog import BANDS, CatalogError, open_catalog
 
 if TYPE_CHECKING:
     from lensjobs.workflow.run import Run, RunSettings
+    from lensjobs.workflow.status import RunStatus
 
 app = typer.Typer(
     help="Strong-lens candidate catalogues to lens models at HTCondor scale.",
@@ -381,14 +383,16 @@ def _print_status(run: Run, max_problems: int = 20) -> None:
         out.print(_candidates_line(status), highlight=False)
     for outcome in status.failed:
         out.print(
-            f"[red]FAILED[/] {outcome.id} (fits_{outcome.batch}): {outcome.reason}",
+            f"[red]FAILED[/] {outcome.id} (fits_{outcome.batch}): {escape(outcome.reason)}",
             highlight=False,
         )
     if status.failed_count > len(status.failed):
         more = status.failed_count - len(status.failed)
         out.print(f"... and {more} more failed candidate(s); --max-problems shows more")
     for problem in status.problems:
-        out.print(f"[red]{problem.state}[/] {problem.node}: {problem.reason}", highlight=False)
+        out.print(
+            f"[red]{problem.state}[/] {problem.node}: {escape(problem.reason)}", highlight=False
+        )
         for line in problem.stderr:
             out.print(f"    {line}", highlight=False, markup=False)
     if status.problem_count > len(status.problems):
@@ -401,16 +405,19 @@ def _print_status(run: Run, max_problems: int = 20) -> None:
         out.print(f"gallery: {summary}", highlight=False)
 
 
-def _candidates_line(status) -> str:
-    """Candidates: finished by flag, running in which fit nodes, waiting; the ETA."""
+def _candidates_line(status: RunStatus) -> str:
+    """Candidates: finished by flag, in which running fit jobs, waiting; the ETA."""
     finished = status.finished_candidates
     flags = ", ".join(f"{n} {flag}" for flag, n in sorted(status.by_flag.items()))
     line = f"candidates: {finished}/{status.candidates} finished"
     line += f" ({flags})" if flags else ""
-    if status.running:
+    running = sum(status.running.values())
+    if running:
         nodes = sorted(status.running, key=lambda node: int(node.split("_")[1]))
         shown = ", ".join(nodes[:5]) + (f" and {len(nodes) - 5} more" if len(nodes) > 5 else "")
-        line += f"; {sum(status.running.values())} in running fit jobs ({shown})"
+        line += f"; {running} in running fit jobs ({shown})"
+    if status.candidates - finished - running:
+        line += f"; {status.candidates - finished - running} waiting"
     if status.skipped:
         line += f"; {status.skipped} skipped (bad cutouts)"
     if status.eta_seconds is not None:

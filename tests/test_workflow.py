@@ -128,7 +128,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     status = run_cli("status", run, "--watch")  # returns: a dry run never starts
     assert status.returncode == 0
     assert "DAG not started" in status.stdout
-    assert "candidates: 0/4 finished; 1 skipped (bad cutouts)" in status.stdout
+    assert "candidates: 0/4 finished; 4 waiting; 1 skipped (bad cutouts)" in status.stdout
 
 
 def test_fits_per_job_defaults_to_45_minutes_of_the_presets_fits(
