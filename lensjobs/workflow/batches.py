@@ -147,7 +147,6 @@ def collect(run_dir: Path, k: int, code: int) -> int:
     folder = batch_dir(run_dir, k)
     ids = read_batch(run_dir, k)
     out = folder / "out"
-    lines = []
     for cid in ids:  # names from ids.txt only, never from what the job sent back
         sent = out / cid
         tarball = sent / f"{cid}.tar.gz"
@@ -158,8 +157,7 @@ def collect(run_dir: Path, k: int, code: int) -> int:
         for path in sent.iterdir():
             if path.is_file() and path != tarball:
                 os.replace(path, node / path.name)
-        lines.append(_outcome_line(node, cid))
-        _append(folder / "outcomes.tsv", lines[-1])
+        _append(folder / "outcomes.tsv", _outcome_line(node, cid))
         os.replace(tarball, result(run_dir, cid))
         shutil.rmtree(sent)
     if code != 0:
@@ -210,10 +208,10 @@ def read_outcomes(run_dir: Path, numbers: Iterable[int] | None = None) -> dict[s
     return found
 
 
-def forget(run_dir: Path, ids: Iterable[str]) -> None:
-    """Make candidates unfinished, so their batch fits them again: their result and
-    outcome go (their other outputs are replaced when the new fit comes back)."""
-    by_batch = candidate_batches(run_dir)
+def forget(run_dir: Path, ids: Iterable[str], by_batch: dict[str, int]) -> None:
+    """Make candidates unfinished, so their batch (``by_batch``: candidate_batches) fits
+    them again: their result and outcome go (their other outputs are replaced when the new
+    fit comes back)."""
     chosen = set(ids)
     for k in {by_batch[cid] for cid in chosen}:
         path = batch_dir(run_dir, k) / "outcomes.tsv"

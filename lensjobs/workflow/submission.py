@@ -70,7 +70,7 @@ def prepare_resubmit(run: Run, ids: list[str], settings: RunSettings | None) -> 
         run.write_info(info)
     if not ids:
         return 0
-    forget(run.dir, ids)
+    forget(run.dir, ids, batches)
     nodes = {batch_node(batches[cid]) for cid in ids}
     rerun_nodes(run, nodes, f"--nodes: {len(ids)} candidate(s) in {len(nodes)} fit node(s)")
     return len(nodes)
