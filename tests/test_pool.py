@@ -198,6 +198,12 @@ def first_run(work: Path) -> dict:
         return all((run / "results" / f"{cid}.tar.gz").exists() for cid in ids)
 
     wait_for(lambda: filed("fits_1", EVICTED), 600, f"fits_1 and {EVICTED} to end", run=run)
+
+    def removed_retried() -> bool:  # DAGMan resubmits it only after its POST script
+        log = (run / "lensjobs.dag.nodes.log").read_text()
+        return submitted_nodes(log).count(REMOVED) >= 2
+
+    wait_for(removed_retried, 300, f"DAGMan to retry {REMOVED}", run=run)
     finished_before = digests(run)
     assert in_pool(f"condor_rm {cluster}").returncode == 0
     wait_for(lambda: not queued(cluster), 600, "the removed DAG to leave the queue", 2, run)
