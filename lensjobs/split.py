@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
-from astropy.table import Table
 
-from lensjobs.catalog import open_catalog, row_dict
-from lensjobs.fit.model import Candidate
-from lensjobs.fit.node import write_candidate
+from lensjobs.catalog import open_catalog
+from lensjobs.files import atomic_write
+from lensjobs.fit.node import input_hdus
 
 INPUT_FILE = "input.fits"
 
@@ -24,29 +23,42 @@ def split_priors(
     nodes_dir: Path,
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Write every candidate's fit input; returns the IDs in catalogue order."""
+    """Write every candidate's fit input; returns the IDs in catalogue order.
+
+    One HDU list is built for the first candidate and refilled in place for every other:
+    astropy rebuilds a table's header for each new table HDU, which made a fresh HDU list
+    per candidate cost ~10x the file write (a 100,000-candidate split took ~35 min). The
+    PRIOR row keeps priors.fits' column formats, so every ID fits its column.
+    """
     with (
         open_catalog(candidates) as catalog,
         fits.open(priors, memmap=False) as hdul,
     ):  # scaled PROBS cannot be memory-mapped
-        table = Table.read(hdul["PRIORS"])
-        if list(table["COADD_OBJECT_ID"]) != catalog.ids:
+        rows = hdul["PRIORS"].data
+        if list(rows["COADD_OBJECT_ID"]) != catalog.ids:
             raise ValueError(f"{priors}: its candidates are not those of {candidates}")
         probs = hdul["PROBS"]
+        inputs: fits.HDUList | None = None
         for start, block in catalog.iter_cutouts():
             classes = np.asarray(probs.section[start : start + len(block)]).argmax(axis=1)
             for k in range(len(block)):
-                prior = row_dict(table[start + k])
-                candidate = Candidate(
-                    id=catalog.ids[start + k],
-                    cutout=block[k],
-                    fwhm=catalog.fwhm[start + k],
-                    pixscale=catalog.pixscale,
-                    magzero=catalog.magzero,
-                    prior=prior,
-                    classes=classes[k].astype(np.uint8),
-                )
-                write_candidate(nodes_dir / candidate.id / INPUT_FILE, candidate)
+                i = start + k
+                if inputs is None:
+                    prior = fits.BinTableHDU(rows[i : i + 1].copy(), name="PRIOR")
+                    inputs = input_hdus(
+                        catalog.ids[i],
+                        block[k],
+                        classes[k],
+                        catalog.pixscale,
+                        catalog.magzero,
+                        prior,
+                    )
+                else:
+                    inputs[0].header["CANDID"] = catalog.ids[i]
+                    inputs["CUTOUT"].data[:] = block[k]
+                    inputs["SEGMAP"].data[:] = classes[k]
+                    inputs["PRIOR"].data[0] = rows[i]
+                atomic_write(nodes_dir / catalog.ids[i] / INPUT_FILE, inputs.writeto)
             if progress:
                 progress(len(block))
         return catalog.ids

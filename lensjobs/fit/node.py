@@ -68,18 +68,29 @@ def read_candidate(path: Path) -> Candidate:
         ) from None
 
 
-def write_candidate(path: Path, candidate: Candidate) -> Path:
+def input_hdus(
+    cid: str,
+    cutout: np.ndarray,
+    classes: np.ndarray,
+    pixscale: float,
+    magzero: float,
+    prior: fits.BinTableHDU,
+) -> fits.HDUList:
+    """A fit input as an HDU list (``prior`` is a one-row table named PRIOR)."""
     primary = fits.PrimaryHDU()
-    primary.header["CANDID"] = candidate.id
-    cutout = fits.ImageHDU(candidate.cutout.astype(np.float32), name="CUTOUT")
-    cutout.header["PIXSCALE"] = candidate.pixscale
-    cutout.header["MAGZERO"] = candidate.magzero
-    cutout.header["BANDS"] = ",".join(BANDS)
-    segmap = fits.ImageHDU(candidate.classes.astype(np.uint8), name="SEGMAP")
-    prior = fits.BinTableHDU(
-        Table(rows=[candidate.prior], names=list(candidate.prior)), name="PRIOR"
-    )
-    hdus = fits.HDUList([primary, cutout, segmap, prior])
+    primary.header["CANDID"] = cid
+    image = fits.ImageHDU(cutout.astype(np.float32), name="CUTOUT")
+    image.header["PIXSCALE"] = pixscale
+    image.header["MAGZERO"] = magzero
+    image.header["BANDS"] = ",".join(BANDS)
+    segmap = fits.ImageHDU(classes.astype(np.uint8), name="SEGMAP")
+    return fits.HDUList([primary, image, segmap, prior])
+
+
+def write_candidate(path: Path, candidate: Candidate) -> Path:
+    c = candidate
+    prior = fits.BinTableHDU(Table(rows=[c.prior], names=list(c.prior)), name="PRIOR")
+    hdus = input_hdus(c.id, c.cutout, c.classes, c.pixscale, c.magzero, prior)
     return atomic_write(path, lambda tmp: hdus.writeto(tmp))
 
 
