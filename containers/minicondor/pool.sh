@@ -5,6 +5,7 @@
 #   containers/minicondor/pool.sh run CMD   # run CMD inside the pool's root as its user
 #   containers/minicondor/pool.sh root      # build the root only (make images uses it)
 #   containers/minicondor/pool.sh down      # stop the pool and remove every mount
+#   LENSJOBS_POOL_CPUS=8 containers/minicondor/pool.sh up   # advertise 8 CPUs (benchmarks)
 #
 # Debian 12 has no HTCondor package, so the pool lives in a Debian 13 (trixie) root made by
 # debootstrap, with Apptainer from sid (see ../shared/HTCONDOR_POOL.md). Jobs run only from
@@ -110,6 +111,12 @@ build_root() {
 configure() {
   grep -q " $(hostname)\$" "$ROOT/etc/hosts" || echo "127.0.0.1 $(hostname)" >>"$ROOT/etc/hosts"
   cp "$HERE/lensjobs-pool.conf" "$ROOT/etc/condor/config.d/99-lensjobs.conf"
+  # Workflow benchmarks whose jobs mostly wait (start-up, transfers) may advertise more
+  # CPUs than the machine has; tests use the default.
+  if [ -n "${LENSJOBS_POOL_CPUS:-}" ]; then
+    [[ "$LENSJOBS_POOL_CPUS" =~ ^[1-9][0-9]*$ ]] || { log "LENSJOBS_POOL_CPUS must be a positive integer"; exit 2; }
+    echo "NUM_CPUS = $LENSJOBS_POOL_CPUS" >>"$ROOT/etc/condor/config.d/99-lensjobs.conf"
+  fi
   in_root 'mkdir -p ~/condor/log ~/condor/spool ~/condor/execute ~/condor/lock ~/condor/run'
   chmod 755 "$ROOT/root"  # the host Python may live under /root
 }
