@@ -288,7 +288,9 @@ def test_every_candidate_ends_and_the_unfittable_one_is_reported(first_run: dict
     assert "1 FAILED" in status.stdout
     assert f"FAILED {bad} (fits_1): unusable prior: BKG_RMS_R = 0.0" in status.stdout
     assert sorted(digests(run)) == sorted(ids)  # every candidate has its result
-    for mate in batch_ids(run, "fits_1"):  # the batch went on past the unfittable one
+    mates = batch_ids(run, "fits_1")
+    assert bad in mates and len(mates) > 1
+    for mate in mates:  # the batch went on past the unfittable one
         flag = json.loads((run / "nodes" / mate / "params.json").read_text())["flag"]
         assert (flag == "FAILED") == (mate == bad)
     failed = (run / "summary" / "failed.txt").read_text()
