@@ -646,7 +646,8 @@ def node_fit(
     from threadpoolctl import threadpool_limits
 
     from lensjobs.fit.batch import run_batch
-    from lensjobs.fit.node import EXIT_CHECKPOINT, FitInputError, run_fit
+    from lensjobs.fit.inputs import FitInputError
+    from lensjobs.fit.node import EXIT_CHECKPOINT, run_fit
     from lensjobs.fit.presets import PRESETS
 
     if preset not in PRESETS:

@@ -7,7 +7,22 @@ unlensed interloper galaxies away from the arcs, and a fraction of non-lenses (n
 Bands g, r, i are rendered with the DES camera and observing settings of lenstronomy's
 ``ObservationConfig.DES`` (read noise 7 e-, gain 4, 10 x 90 s, sky per band) at 0.2637
 arcsec/pixel with a Gaussian PSF of per-object FWHM, then converted to coadd flux units at
-zero point 30.
+zero point 30. Surface brightness is averaged over 8 x 8 sub-pixels per pixel
+(``supersampling``), finer than any fit evaluates, so that a fit's numerics are tested, not
+copied. External shear has its origin at the cutout centre, as in the fit.
+
+``model_breaking`` departs from the fitted model the way real lenses do, each departure
+drawn from a generator of its own (the same system without them is the plain one) and
+recorded in ``TRUTH``:
+- mass: a power law (lenstronomy's EPL) of slope 1.8-2.2 instead of the SIE's 2;
+- PSF: a Moffat profile (beta 2.5-4.5) with wings, its FWHM off by up to +-10 % per band
+  from the catalogue's ``FWHM_WMEAN_*`` (what a fit is told), convolved at sub-pixel
+  resolution;
+- source: 0-4 compact clumps carrying 20-50 % of its light around the Sersic;
+- lens light: a bulge (n = 4) and a disk (n = 1, twice the radius, bluer) with a bulge
+  share of 0.3-0.9, instead of one Sersic;
+- noise correlated between neighbouring pixels as in resampled coadds (white noise
+  smoothed by a Gaussian of 0.3-0.7 pixels, its per-pixel rms kept).
 
 Labels come from the noise-free, PSF-convolved component images: for each component
 (arcs, lens light, interlopers) its signal-to-noise in the noise-weighted band sum,
@@ -29,23 +44,28 @@ import math
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from lenstronomy.ImSim.image_model import ImageModel
+from lenstronomy.LensModel.lens_model import LensModel
+from lenstronomy.LightModel.light_model import LightModel
 from lenstronomy.SimulationAPI.ObservationConfig.DES import DES
 from lenstronomy.SimulationAPI.sim_api import SimAPI
 from lenstronomy.Util import param_util
 from pydantic import BaseModel, Field
+from scipy import ndimage
 
 from lensjobs.catalog import BANDS, DEFAULT_MAGZERO, DEFAULT_PIXSCALE, write_catalog
 from lensjobs.labels import ARCS, BACKGROUND, CLASS_NAMES, LENS_LIGHT, OTHER
 
 LABEL_SNR = 2.0
 ARC_CONTRAST = 0.3
-KWARGS_NUMERICS = {"supersampling_factor": 2}
+# The magnification of a trial source position (a selection criterion, not an image).
+PROBE_NUMERICS = {"supersampling_factor": 2}
 # The notebooks' DES set-up: 90 s x 10 exposures (lenstronomy's default of 3 coadd years).
 DES_BANDS = {b: DES(band=b).kwargs_single_band() for b in BANDS}
 
@@ -66,6 +86,39 @@ class SimulationSettings(BaseModel):
     lensed_mag_g: tuple[float, float] = (19.2, 22.6)
     lens_mag_r: tuple[float, float] = (18.5, 21.0)
     fwhm_r: tuple[float, float] = (0.75, 1.25)
+    supersampling: int = Field(8, ge=1, description="sub-pixels per pixel side when rendering")
+    noiseless: bool = Field(False, description="no noise (numerical studies)")
+    model_breaking: bool = False
+    slope: tuple[float, float] = (1.8, 2.2)
+    psf_beta: tuple[float, float] = (2.5, 4.5)
+    fwhm_error: float = Field(0.10, ge=0, lt=1)
+    max_clumps: int = Field(4, ge=0)
+    clump_share: tuple[float, float] = (0.2, 0.5)
+    bulge_share: tuple[float, float] = (0.3, 0.9)
+    noise_correlation_px: tuple[float, float] = (0.3, 0.7)
+
+
+# TRUTH columns under the names of the fit's parameters (lenstronomy's), where the fitted
+# model has them; for a model-breaking system they are the nearest the model can be.
+TRUTH_PARAMETERS = {
+    "theta_E_lens0": "THETA_E",
+    "e1_lens0": "E1",
+    "e2_lens0": "E2",
+    "gamma1_lens1": "GAMMA1",
+    "gamma2_lens1": "GAMMA2",
+    "R_sersic_source_light0": "SRC_R_SERSIC",
+    "n_sersic_source_light0": "SRC_N_SERSIC",
+    "e1_source_light0": "SRC_E1",
+    "e2_source_light0": "SRC_E2",
+    "center_x_source_light0": "SRC_X",
+    "center_y_source_light0": "SRC_Y",
+    "R_sersic_lens_light0": "LENS_R_SERSIC",
+    "n_sersic_lens_light0": "LENS_N_SERSIC",
+    "e1_lens_light0": "LENS_E1",
+    "e2_lens_light0": "LENS_E2",
+    "center_x_lens_light0": "CENTER_X",
+    "center_y_lens_light0": "CENTER_Y",
+}
 
 
 @dataclass
@@ -98,9 +151,89 @@ def _interloper_positions(
     return positions
 
 
-def _band_sim(band: str, fwhm: float, settings: SimulationSettings, kwargs_model: dict) -> SimAPI:
+@dataclass
+class Departures:
+    """How a model-breaking system departs from the fitted model (see the module doc)."""
+
+    slope: float = 2.0
+    psf_beta: float = math.inf  # Moffat beta; inf: the Gaussian PSF
+    fwhm_scale: dict[str, float] = field(default_factory=lambda: dict.fromkeys(BANDS, 1.0))
+    clumps: list[tuple[float, float, float, float]] = field(
+        default_factory=list
+    )  # dx, dy, R, share
+    bulge_share: float = 1.0
+    disk_blue: float = 0.0  # the disk's g-r and r-i, bluer than the bulge's by this
+    noise_correlation_px: float = 0.0
+
+    @property
+    def clump_share(self) -> float:
+        return sum(c[3] for c in self.clumps)
+
+
+def _draw_departures(
+    rng: np.random.Generator, s: SimulationSettings, r_source: float
+) -> Departures:
+    n_clumps = int(rng.integers(0, s.max_clumps + 1))
+    share = _uniform(rng, s.clump_share) if n_clumps else 0.0
+    weights = rng.dirichlet(np.ones(n_clumps)) if n_clumps else []
+    clumps = [
+        (
+            float(r_source * 1.5 * math.sqrt(rng.uniform()) * math.cos(angle)),
+            float(r_source * 1.5 * math.sqrt(rng.uniform()) * math.sin(angle)),
+            float(rng.uniform(0.03, 0.08)),
+            float(share * w),
+        )
+        for w, angle in zip(weights, rng.uniform(0, 2 * np.pi, n_clumps), strict=True)
+    ]
+    return Departures(
+        slope=_uniform(rng, s.slope),
+        psf_beta=_uniform(rng, s.psf_beta),
+        fwhm_scale={b: float(rng.uniform(1 - s.fwhm_error, 1 + s.fwhm_error)) for b in BANDS},
+        clumps=clumps,
+        bulge_share=_uniform(rng, s.bulge_share),
+        disk_blue=float(rng.uniform(0.0, 0.3)),
+        noise_correlation_px=_uniform(rng, s.noise_correlation_px),
+    )
+
+
+def moffat_kernel(fwhm: float, beta: float, pixscale: float, supersampling: int) -> np.ndarray:
+    """A normalised Moffat PSF on sub-pixels, out to 4 FWHM."""
+    step = pixscale / supersampling
+    half = math.ceil(4 * fwhm / step)
+    r = np.hypot(*np.mgrid[-half : half + 1, -half : half + 1]) * step
+    alpha = fwhm / (2 * math.sqrt(2 ** (1 / beta) - 1))
+    kernel = (1 + (r / alpha) ** 2) ** -beta
+    return kernel / kernel.sum()
+
+
+def correlated(white: np.ndarray, sigma_px: float) -> np.ndarray:
+    """White noise smoothed by a Gaussian of ``sigma_px`` pixels, rescaled to unit rms."""
+    if sigma_px <= 0:
+        return white
+    half = math.ceil(4 * sigma_px)
+    x = np.arange(-half, half + 1)
+    kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
+    kernel /= np.sqrt(np.sum(np.outer(kernel, kernel) ** 2))
+    return ndimage.convolve1d(
+        ndimage.convolve1d(white, kernel, axis=0, mode="wrap"), kernel, axis=1, mode="wrap"
+    )
+
+
+def _band_model(
+    band: str, fwhm: float, settings: SimulationSettings, kwargs_model: dict, dep: Departures
+) -> tuple[SimAPI, ImageModel]:
     kwargs_band = dict(DES_BANDS[band], pixel_scale=settings.pixscale, seeing=fwhm)
-    return SimAPI(settings.num_pix, kwargs_band, kwargs_model)
+    ss = settings.supersampling
+    numerics: dict = {"supersampling_factor": ss}
+    if math.isfinite(dep.psf_beta):
+        kwargs_band.update(
+            psf_type="PIXEL",
+            kernel_point_source=moffat_kernel(fwhm, dep.psf_beta, settings.pixscale, ss),
+            point_source_supersampling_factor=ss,
+        )
+        numerics = {"supersampling_factor": ss, "supersampling_convolution": True}
+    sim = SimAPI(settings.num_pix, kwargs_band, kwargs_model)
+    return sim, sim.image_model_class(numerics)
 
 
 def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) -> SimulatedSystem:
@@ -127,10 +260,6 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
             rng.uniform(0, np.pi), rng.uniform(0, s.shear_max)
         )
         gamma1, gamma2 = float(g1), float(g2)
-    kwargs_lens = [
-        {"theta_E": theta_e, "e1": e1, "e2": e2, "center_x": cx, "center_y": cy},
-        {"gamma1": gamma1, "gamma2": gamma2, "ra_0": cx, "dec_0": cy},
-    ]
 
     # Lens light: a red early-type roughly aligned with the mass.
     q_light = float(np.clip(q + rng.normal(0, 0.05), 0.4, 1.0))
@@ -169,29 +298,51 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
             )
         )
 
-    kwargs_model = {
-        "lens_model_list": ["SIE", "SHEAR"],
-        "lens_light_model_list": ["SERSIC_ELLIPSE"] * (1 + len(interlopers)),
-        "source_light_model_list": ["SERSIC_ELLIPSE"],
-    }
-
-    # Source: a blue compact galaxy inside the caustics, redrawn until magnified enough.
     source = {"R_sersic": rng.uniform(0.1, 0.5), "n_sersic": rng.uniform(0.7, 2.5)}
     source["e1"], source["e2"] = _ellipticity(rng, 0.4)
     src_colour = (rng.uniform(-0.1, 0.6), rng.uniform(-0.1, 0.4))
     lensed_mag_g = _uniform(rng, s.lensed_mag_g)
-    sims = {b: _band_sim(b, fwhm[b], s, kwargs_model) for b in BANDS}
-    models = {b: sims[b].image_model_class(KWARGS_NUMERICS) for b in BANDS}
+
+    # Departures come from a generator of their own, so the draws above are the plain system's.
+    dep = Departures()
+    if s.model_breaking:
+        child = np.random.SeedSequence(seed.entropy, spawn_key=(*seed.spawn_key, 1))
+        dep = _draw_departures(np.random.default_rng(child), s, source["R_sersic"])
+
+    lens = {"theta_E": theta_e, "e1": e1, "e2": e2, "center_x": cx, "center_y": cy}
+    if dep.slope != 2.0:
+        lens["gamma"] = dep.slope
+    kwargs_lens = [lens, {"gamma1": gamma1, "gamma2": gamma2, "ra_0": 0.0, "dec_0": 0.0}]
+    lens_light_parts = [dict(lens_light)]
+    if dep.bulge_share < 1:
+        disk = dict(lens_light, R_sersic=2 * lens_light["R_sersic"], n_sersic=1.0)
+        lens_light_parts = [dict(lens_light, n_sersic=4.0), disk]
+    kwargs_model = {
+        "lens_model_list": ["SIE" if dep.slope == 2.0 else "EPL", "SHEAR"],
+        "lens_light_model_list": ["SERSIC_ELLIPSE"] * (len(lens_light_parts) + len(interlopers)),
+        "source_light_model_list": ["SERSIC_ELLIPSE"] + ["SERSIC"] * len(dep.clumps),
+    }
+    fwhm_true = {b: fwhm[b] * dep.fwhm_scale[b] for b in BANDS}
+    bands = {b: _band_model(b, fwhm_true[b], s, kwargs_model, dep) for b in BANDS}
+
+    # Source: a blue compact galaxy inside the caustics, redrawn until magnified enough.
     magnification = 0.0
     if is_lens:
+        probe_model = ImageModel(
+            bands["g"][1].Data,
+            bands["g"][1].PSF,
+            LensModel(kwargs_model["lens_model_list"]),
+            source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+            kwargs_numerics=PROBE_NUMERICS,
+        )
         reach = 0.5 * theta_e
         for _ in range(20):
             angle, radius = rng.uniform(0, 2 * np.pi), reach * math.sqrt(rng.uniform())
             source["center_x"] = cx + radius * math.cos(angle)
             source["center_y"] = cy + radius * math.sin(angle)
             probe = [dict(source, amp=1.0)]
-            lensed = models["g"].source_surface_brightness(probe, kwargs_lens, unconvolved=True)
-            unlensed = models["g"].source_surface_brightness(
+            lensed = probe_model.source_surface_brightness(probe, kwargs_lens, unconvolved=True)
+            unlensed = probe_model.source_surface_brightness(
                 probe, kwargs_lens, unconvolved=True, de_lensed=True
             )
             magnification = float(lensed.sum() / unlensed.sum())
@@ -206,15 +357,19 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
     snr = np.zeros((3, s.num_pix, s.num_pix))  # arcs, lens light, interlopers
     noise_rms = {}
     for k, band in enumerate(BANDS):
-        sim, model = sims[band], models[band]
-        light_mag = [dict(lens_light, magnitude=lens_mag[band])]
+        sim, model = bands[band]
+        light_mag = _lens_light_magnitudes(lens_light_parts, lens_mag, dep, band)
         light_mag += [dict(kw, magnitude=mags[band]) for kw, mags in interlopers]
         kwargs_light, kwargs_source, _ = sim.magnitude2amplitude(
-            light_mag, [dict(source, magnitude=src_mag[band])] if is_lens else None
+            light_mag, _source_magnitudes(source, src_mag[band], dep) if is_lens else None
         )
-        lens_img = model.lens_surface_brightness(kwargs_light, k=0)
+        n_lens = len(lens_light_parts)
+        lens_img = sum(model.lens_surface_brightness(kwargs_light, k=j) for j in range(n_lens))
         other_img = sum(
-            (model.lens_surface_brightness(kwargs_light, k=j) for j in range(1, len(kwargs_light))),
+            (
+                model.lens_surface_brightness(kwargs_light, k=j)
+                for j in range(n_lens, len(kwargs_light))
+            ),
             np.zeros_like(lens_img),
         )
         arc_img = (
@@ -223,7 +378,8 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
             else np.zeros_like(lens_img)
         )
         clean = lens_img + other_img + arc_img
-        noisy = clean + rng.standard_normal(clean.shape) * sim.estimate_noise(np.maximum(clean, 0))
+        white = correlated(rng.standard_normal(clean.shape), dep.noise_correlation_px)
+        noisy = clean + (0 if s.noiseless else white * sim.estimate_noise(np.maximum(clean, 0)))
         to_zp = 10 ** (0.4 * (s.magzero - DES_BANDS[band]["magnitude_zero_point"]))
         images[k] = noisy * to_zp
         sigma = sim.background_noise
@@ -259,8 +415,46 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
         "N_INTERLOPERS": len(interlopers),
         **{f"FWHM_{b.upper()}": fwhm[b] for b in BANDS},
         **{f"NOISE_{b.upper()}": noise_rms[b] for b in BANDS},
+        "MODEL_BREAKING": s.model_breaking,
+        "SLOPE": dep.slope,
+        "PSF_BETA": dep.psf_beta if math.isfinite(dep.psf_beta) else 0.0,
+        **{f"FWHM_TRUE_{b.upper()}": fwhm_true[b] for b in BANDS},
+        "N_CLUMPS": len(dep.clumps),
+        "CLUMP_SHARE": dep.clump_share,
+        "BULGE_SHARE": dep.bulge_share,
+        "NOISE_CORR_PX": dep.noise_correlation_px,
     }
     return SimulatedSystem(images=images, labels=labels, truth=truth)
+
+
+def _lens_light_magnitudes(
+    parts: list[dict], mags: dict[str, float], dep: Departures, band: str
+) -> list[dict]:
+    """The lens light's components with magnitudes: one Sersic, or a bulge and a bluer disk
+    (its share of the r-band light ``1 - bulge_share``)."""
+    if len(parts) == 1:
+        return [dict(parts[0], magnitude=mags[band])]
+    bluer = {"g": -dep.disk_blue, "r": 0.0, "i": dep.disk_blue}[band]
+    bulge = mags[band] - 2.5 * math.log10(dep.bulge_share)
+    disk = mags[band] - 2.5 * math.log10(1 - dep.bulge_share) + bluer
+    return [dict(parts[0], magnitude=bulge), dict(parts[1], magnitude=disk)]
+
+
+def _source_magnitudes(source: dict, mag: float, dep: Departures) -> list[dict]:
+    """The source's Sersic and its clumps, sharing ``mag``'s flux."""
+    if not dep.clumps:
+        return [dict(source, magnitude=mag)]
+    main = [dict(source, magnitude=mag - 2.5 * math.log10(1 - dep.clump_share))]
+    return main + [
+        {
+            "R_sersic": r,
+            "n_sersic": 1.0,
+            "center_x": source["center_x"] + dx,
+            "center_y": source["center_y"] + dy,
+            "magnitude": mag - 2.5 * math.log10(share),
+        }
+        for dx, dy, r, share in dep.clumps
+    ]
 
 
 def _labels(s_arcs: np.ndarray, s_lens: np.ndarray, s_other: np.ndarray) -> np.ndarray:

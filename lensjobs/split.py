@@ -12,7 +12,7 @@ from astropy.io import fits
 
 from lensjobs.catalog import open_catalog
 from lensjobs.files import atomic_write
-from lensjobs.fit.node import input_hdus
+from lensjobs.fit.inputs import input_hdus
 
 INPUT_FILE = "input.fits"
 

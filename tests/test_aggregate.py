@@ -22,7 +22,7 @@ from lensjobs import __version__
 from lensjobs.aggregate import aggregate_run
 from lensjobs.aggregate.collect import FITTED, NO_INFERENCE, NO_OUTPUT
 from lensjobs.catalog import CatalogError, write_catalog
-from lensjobs.fit.node import read_candidate, write_candidate
+from lensjobs.fit.inputs import read_candidate, write_candidate
 from lensjobs.simulate import SimulationSettings, simulate_catalog
 
 BAD_PRIOR_REASON = "BKG_RMS_R = 0.0 (needs a positive number)"

@@ -13,16 +13,8 @@ import pytest
 from conftest import run_cli
 
 from lensjobs.fit.batch import run_batch
-from lensjobs.fit.model import Candidate
-from lensjobs.fit.node import (
-    EXIT_BAD_INPUT,
-    EXIT_CHECKPOINT,
-    EXIT_DONE,
-    Problem,
-    read_candidate,
-    run_fit,
-    write_candidate,
-)
+from lensjobs.fit.inputs import Candidate, read_candidate, write_candidate
+from lensjobs.fit.node import EXIT_BAD_INPUT, EXIT_CHECKPOINT, EXIT_DONE, Problem, run_fit
 from lensjobs.fit.presets import PRESETS
 from lensjobs.simulate import SimulationSettings, simulate_system
 

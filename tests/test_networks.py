@@ -15,7 +15,7 @@ from conftest import run_cli
 from lenstronomy.LightModel.light_model import LightModel
 
 from lensjobs.catalog import write_catalog
-from lensjobs.fit.node import read_candidate
+from lensjobs.fit.inputs import read_candidate
 from lensjobs.frame import pixel_grid, pixel_to_angle
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import coordinate_channels, normalise

@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 from conftest import run_cli
 
-from lensjobs.fit.node import read_candidate, write_candidate
+from lensjobs.fit.inputs import read_candidate, write_candidate
 from lensjobs.simulate import simulate_catalog
 
 BROKEN = 2  # row whose cutout gets NaNs: validated, skipped, reported

@@ -19,7 +19,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lensjobs.fit.node import EXIT_CHECKPOINT, EXIT_DONE, FitInputError, no_fit, run_fit
+from lensjobs.fit.inputs import FitInputError
+from lensjobs.fit.node import EXIT_CHECKPOINT, EXIT_DONE, no_fit, run_fit
 from lensjobs.ids import SAFE_ID
 
 

@@ -1,12 +1,16 @@
-"""The lens model of one candidate, as lenstronomy keyword arguments.
+"""The lens model of one candidate: its parameters, where they start and how far they go.
 
-SIE mass, SERSIC_ELLIPSE lens light with its centre joined to the mass centre, and a
-SERSIC_ELLIPSE source (15 free parameters); a Gaussian PSF per band; g, r, i fitted
-together with ``multi-linear`` (linear amplitudes solved per band). Initial values, widths
-and bounds of the mass come from the regressor's values and uncertainties; the source
-starts where the arc pixels map back to through the prior mass; class-2 pixels (other
-objects), grown by the PSF, are masked with a binary likelihood mask; the background rms
-per band comes from the pixels segmented as background.
+SIE + external SHEAR mass (the shear's origin at the cutout centre), a SERSIC_ELLIPSE lens
+light whose centre is the mass centre, and a SERSIC_ELLIPSE source: 17 free parameters in
+lenstronomy's ``Param`` order and names (:data:`NAMES`). A Gaussian PSF per band; g, r, i
+fitted together with their linear amplitudes solved per band (lenstronomy's
+``multi-linear``). The likelihood itself is :mod:`lensjobs.fit.likelihood`.
+
+Initial values and widths of the mass come from the regressor; bounds reach far enough
+that a regressor off by 3 sigma (or more) still lets the fit reach the truth. The source
+starts where the arc pixels map back to through the prior mass. Class-2 pixels (other
+objects), grown by the PSF, are masked; the background rms per band comes from the pixels
+segmented as background.
 """
 
 from __future__ import annotations
@@ -15,40 +19,50 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from lenstronomy.LensModel.lens_model import LensModel
 from scipy import ndimage
 
 from lensjobs.catalog import BANDS
-from lensjobs.frame import pixel_grid, pixel_to_angle
+from lensjobs.fit import likelihood
+from lensjobs.fit.inputs import Candidate
+from lensjobs.fit.likelihood import NAMES, Data
+from lensjobs.frame import pixel_to_angle
 from lensjobs.labels import ARCS, OTHER
 from lensjobs.simulate import DES_BANDS
 
 KWARGS_MODEL = {
-    "lens_model_list": ["SIE"],
+    "lens_model_list": ["SIE", "SHEAR"],
     "lens_light_model_list": ["SERSIC_ELLIPSE"],
     "source_light_model_list": ["SERSIC_ELLIPSE"],
 }
-KWARGS_CONSTRAINTS = {"joint_lens_with_light": [[0, 0, ["center_x", "center_y"]]]}
 # DES coadd: 10 x 90 s per band; the Poisson term in image units (zero point MAGZERO).
 EXPOSURE_SECONDS = 900.0
+PSF_TRUNCATION = 5.0  # Gaussian PSF cut at 5 sigma
 MIN_SIGMA = {"theta_E": 0.05, "center": 0.03, "e": 0.05}
+# Bounds in prior sigmas: a regressor 3 sigma off is well inside.
+PRIOR_REACH = 6.0
+SHEAR_MAX = 0.3
+ELLIPTICITY_MAX = 0.5
+# The physical parameters of the lens: reported with calibrated errors, checked for bounds.
+LENS_PARAMETERS = (
+    "theta_E_lens0",
+    "e1_lens0",
+    "e2_lens0",
+    "gamma1_lens1",
+    "gamma2_lens1",
+    "center_x_lens_light0",
+    "center_y_lens_light0",
+)
 
 
 @dataclass
-class Candidate:
-    """Everything one fit needs, in the lenstronomy frame of its cutout."""
+class Start:
+    """Initial values, widths (for the PSO's spread and the optimiser's scale) and hard
+    bounds, each an array in :data:`NAMES` order."""
 
-    id: str
-    cutout: np.ndarray  # (3, H, W) image units
-    fwhm: np.ndarray  # (3,) arcsec
-    pixscale: float
-    magzero: float
-    prior: dict[str, float]  # a PRIORS row: THETA_E, THETA_E_ERR, ..., BKG_RMS_G, ...
-    classes: np.ndarray  # (H, W) segmentation classes
-
-    @property
-    def num_pix(self) -> int:
-        return self.cutout.shape[-1]
+    init: np.ndarray
+    sigma: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
 
 
 def likelihood_mask(candidate: Candidate) -> np.ndarray:
@@ -60,36 +74,45 @@ def likelihood_mask(candidate: Candidate) -> np.ndarray:
     return (~grown | (candidate.classes == ARCS)).astype(float)
 
 
-def multi_band_list(candidate: Candidate, supersampling: int = 1) -> list[list[dict[str, Any]]]:
-    grid = pixel_grid(candidate.num_pix, candidate.pixscale)
-    bands = []
-    for k, band in enumerate(BANDS):
-        to_image_units = 10 ** (0.4 * (candidate.magzero - DES_BANDS[band]["magnitude_zero_point"]))
-        kwargs_data = {
-            "image_data": candidate.cutout[k].astype(float),
-            "background_rms": float(candidate.prior[f"BKG_RMS_{band.upper()}"]),
-            "exposure_time": EXPOSURE_SECONDS / to_image_units,
-            **grid,
-        }
-        kwargs_psf = {"psf_type": "GAUSSIAN", "fwhm": float(candidate.fwhm[k]), "truncation": 5}
-        kwargs_numerics = {"supersampling_factor": supersampling}
-        bands.append([kwargs_data, kwargs_psf, kwargs_numerics])
-    return bands
+def exposure_times(candidate: Candidate) -> np.ndarray:
+    """Seconds per band that turn image units into the DES counts of the Poisson term."""
+    to_image_units = np.array(
+        [10 ** (0.4 * (candidate.magzero - DES_BANDS[b]["magnitude_zero_point"])) for b in BANDS]
+    )
+    return EXPOSURE_SECONDS / to_image_units
 
 
-def _source_start(candidate: Candidate, lens: dict[str, float]) -> tuple[float, float]:
-    """Flux-weighted mean of the arc pixels traced back through the prior mass."""
+def background_rms(candidate: Candidate) -> np.ndarray:
+    return np.array([float(candidate.prior[f"BKG_RMS_{b.upper()}"]) for b in BANDS])
+
+
+def likelihood_data(candidate: Candidate, supersampling: int) -> Data:
+    return likelihood.make_data(
+        candidate.cutout,
+        likelihood_mask(candidate),
+        background_rms(candidate),
+        exposure_times(candidate),
+        candidate.fwhm,
+        PSF_TRUNCATION,
+        candidate.pixscale,
+        supersampling,
+    )
+
+
+def _source_start(candidate: Candidate, theta: float, cx: float, cy: float) -> tuple[float, float]:
+    """Flux-weighted mean of the arc pixels traced back through a round prior mass."""
     rows, cols = np.nonzero(candidate.classes == ARCS)
     if len(rows) == 0:
-        return lens["center_x"], lens["center_y"]
+        return cx, cy
     x, y = pixel_to_angle(cols, rows, candidate.num_pix, candidate.pixscale)
-    bx, by = LensModel(["SIE"]).ray_shooting(x, y, [lens])
+    r = np.maximum(np.hypot(x - cx, y - cy), 1e-6)
+    bx, by = x - theta * (x - cx) / r, y - theta * (y - cy) / r
     weight = np.clip(candidate.cutout[:, rows, cols].sum(axis=0), 1e-6, None)
     return float(np.average(bx, weights=weight)), float(np.average(by, weights=weight))
 
 
-def kwargs_params(candidate: Candidate) -> dict[str, list[list[dict[str, float]]]]:
-    """[init, sigma, fixed, lower, upper] per component, lenstronomy style."""
+def start(candidate: Candidate) -> Start:
+    """Where a fit starts and how far it may go, from the regressor's priors."""
     p = candidate.prior
     half = (candidate.num_pix - 1) / 2 * candidate.pixscale
     theta = float(np.clip(p["THETA_E"], 0.2, half))
@@ -98,122 +121,56 @@ def kwargs_params(candidate: Candidate) -> dict[str, list[list[dict[str, float]]
     centre_sigma = max(float(p["CENTER_X_ERR"]), float(p["CENTER_Y_ERR"]), MIN_SIGMA["center"])
     e1, e2 = (float(np.clip(p[c], -0.4, 0.4)) for c in ("E1", "E2"))
     e_sigma = max(float(p["E1_ERR"]), float(p["E2_ERR"]), MIN_SIGMA["e"])
-    # Bounds wide enough that a poor prior does not pin the fit: 5 sigma or more.
-    reach = max(5 * centre_sigma, 0.3)
-    lens = {"theta_E": theta, "e1": e1, "e2": e2, "center_x": cx, "center_y": cy}
-    lens_params = [
-        [lens],
-        [
-            {
-                "theta_E": theta_sigma,
-                "e1": e_sigma,
-                "e2": e_sigma,
-                "center_x": centre_sigma,
-                "center_y": centre_sigma,
-            }
-        ],
-        [{}],
-        [
-            {
-                "theta_E": max(0.1, theta - 5 * theta_sigma),
-                "e1": -0.5,
-                "e2": -0.5,
-                "center_x": cx - reach,
-                "center_y": cy - reach,
-            }
-        ],
-        [
-            {
-                "theta_E": min(2 * half, theta + 5 * theta_sigma),
-                "e1": 0.5,
-                "e2": 0.5,
-                "center_x": cx + reach,
-                "center_y": cy + reach,
-            }
-        ],
-    ]
-    # lenstronomy's joint_lens_with_light makes the mass centre follow the light centre, so
-    # the regressor's centre seeds the light's centre parameters.
-    light_params = [
-        [{"R_sersic": 1.0, "n_sersic": 4.0, "e1": e1, "e2": e2, "center_x": cx, "center_y": cy}],
-        [
-            {
-                "R_sersic": 0.5,
-                "n_sersic": 1.0,
-                "e1": 0.1,
-                "e2": 0.1,
-                "center_x": centre_sigma,
-                "center_y": centre_sigma,
-            }
-        ],
-        [{}],
-        [
-            {
-                "R_sersic": 0.05,
-                "n_sersic": 0.5,
-                "e1": -0.5,
-                "e2": -0.5,
-                "center_x": cx - reach,
-                "center_y": cy - reach,
-            }
-        ],
-        [
-            {
-                "R_sersic": 10.0,
-                "n_sersic": 8.0,
-                "e1": 0.5,
-                "e2": 0.5,
-                "center_x": cx + reach,
-                "center_y": cy + reach,
-            }
-        ],
-    ]
+    reach = max(PRIOR_REACH * centre_sigma, 0.3)
     source_reach = max(theta, 0.5)
     sx, sy = (
         float(np.clip(v, c - 0.9 * source_reach, c + 0.9 * source_reach))
-        for v, c in zip(_source_start(candidate, lens), (cx, cy), strict=True)
+        for v, c in zip(_source_start(candidate, theta, cx, cy), (cx, cy), strict=True)
     )
-    source_params = [
-        [{"R_sersic": 0.2, "n_sersic": 1.0, "e1": 0.0, "e2": 0.0, "center_x": sx, "center_y": sy}],
-        [
-            {
-                "R_sersic": 0.1,
-                "n_sersic": 0.5,
-                "e1": 0.1,
-                "e2": 0.1,
-                "center_x": 0.1 * theta,
-                "center_y": 0.1 * theta,
-            }
-        ],
-        [{}],
-        [
-            {
-                "R_sersic": 0.02,
-                "n_sersic": 0.5,
-                "e1": -0.5,
-                "e2": -0.5,
-                "center_x": cx - source_reach,
-                "center_y": cy - source_reach,
-            }
-        ],
-        [
-            {
-                "R_sersic": 3.0,
-                "n_sersic": 6.0,
-                "e1": 0.5,
-                "e2": 0.5,
-                "center_x": cx + source_reach,
-                "center_y": cy + source_reach,
-            }
-        ],
-    ]
-    return {
-        "lens_model": lens_params,
-        "lens_light_model": light_params,
-        "source_model": source_params,
+    e_max = ELLIPTICITY_MAX
+    # name: (init, sigma, lower, upper)
+    table: dict[str, tuple[float, float, float, float]] = {
+        "theta_E_lens0": (
+            theta,
+            theta_sigma,
+            max(0.05, theta - PRIOR_REACH * theta_sigma),
+            min(2 * half, theta + PRIOR_REACH * theta_sigma),
+        ),
+        "e1_lens0": (e1, e_sigma, -e_max, e_max),
+        "e2_lens0": (e2, e_sigma, -e_max, e_max),
+        "gamma1_lens1": (0.0, 0.03, -SHEAR_MAX, SHEAR_MAX),
+        "gamma2_lens1": (0.0, 0.03, -SHEAR_MAX, SHEAR_MAX),
+        "R_sersic_source_light0": (0.2, 0.1, 0.02, 3.0),
+        "n_sersic_source_light0": (1.0, 0.5, 0.5, 6.0),
+        "e1_source_light0": (0.0, 0.1, -e_max, e_max),
+        "e2_source_light0": (0.0, 0.1, -e_max, e_max),
+        "center_x_source_light0": (sx, 0.1 * theta, cx - source_reach, cx + source_reach),
+        "center_y_source_light0": (sy, 0.1 * theta, cy - source_reach, cy + source_reach),
+        "R_sersic_lens_light0": (1.0, 0.5, 0.05, 10.0),
+        "n_sersic_lens_light0": (4.0, 1.0, 0.5, 8.0),
+        "e1_lens_light0": (e1, 0.1, -e_max, e_max),
+        "e2_lens_light0": (e2, 0.1, -e_max, e_max),
+        "center_x_lens_light0": (cx, centre_sigma, cx - reach, cx + reach),
+        "center_y_lens_light0": (cy, centre_sigma, cy - reach, cy + reach),
     }
+    init, sigma, lower, upper = (np.array(v) for v in zip(*(table[n] for n in NAMES), strict=True))
+    return Start(init=init, sigma=sigma, lower=lower, upper=upper)
 
 
-def kwargs_likelihood(candidate: Candidate) -> dict[str, Any]:
-    mask = likelihood_mask(candidate)
-    return {"check_bounds": True, "image_likelihood_mask_list": [mask] * len(BANDS)}
+def to_kwargs(args: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """lenstronomy's keyword lists for a parameter vector (the constraints applied)."""
+    v = dict(zip(NAMES, (float(a) for a in args), strict=True))
+
+    def part(suffix: str, keys: tuple[str, ...]) -> dict[str, float]:
+        return {k: v[f"{k}_{suffix}"] for k in keys}
+
+    light = part("lens_light0", ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"))
+    lens = part("lens0", ("theta_E", "e1", "e2"))
+    lens.update(center_x=light["center_x"], center_y=light["center_y"])
+    return {
+        "kwargs_lens": [lens, {**part("lens1", ("gamma1", "gamma2")), "ra_0": 0.0, "dec_0": 0.0}],
+        "kwargs_source": [
+            part("source_light0", ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"))
+        ],
+        "kwargs_lens_light": [light],
+    }

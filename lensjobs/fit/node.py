@@ -1,8 +1,13 @@
-"""The fit node: one candidate, PSO + MCMC, outputs and a tarball; resumable.
+"""The fit node: one candidate, from its priors to params.json, plots and a tarball;
+resumable.
 
 Exit codes (DESIGN.md): 0 done; 2 retrying cannot help (NO_ARCS, unusable pixels, a
-numerical failure inside lenstronomy), with a params.json saying why; 85 checkpoint
-taken, start me again.
+numerical failure), with a params.json saying why; 85 checkpoint taken, start me again.
+
+Flags, most serious first: FAILED (no fit), POOR_FIT (joint reduced chi^2 above
+:data:`POOR_FIT_CHI2`), AT_BOUND (the posterior of a lens parameter piles up at a bound,
+so its error is not to be trusted), NOT_CONVERGED (the optimiser or the chain did not
+settle), OK.
 """
 
 from __future__ import annotations
@@ -17,124 +22,61 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from astropy.io import fits
-from astropy.table import Table
-from lenstronomy.Analysis.image_reconstruction import MultiBandImageReconstruction
-from lenstronomy.Workflow.fitting_sequence import FittingSequence
 
-from lensjobs.catalog import BANDS, row_dict
-from lensjobs.files import atomic_write, write_tarball
-from lensjobs.fit import outputs
-from lensjobs.fit.model import (
-    KWARGS_CONSTRAINTS,
-    KWARGS_MODEL,
-    Candidate,
-    kwargs_likelihood,
-    kwargs_params,
-    multi_band_list,
-)
+from lensjobs.catalog import BANDS
+from lensjobs.files import write_tarball
+from lensjobs.fit import errors, likelihood, outputs
+from lensjobs.fit.inputs import Candidate, FitInputError, read_candidate
+from lensjobs.fit.likelihood import NAMES
+from lensjobs.fit.model import LENS_PARAMETERS, likelihood_data, start
 from lensjobs.fit.presets import PRESETS, FitPreset
 from lensjobs.fit.sampling import Clock, Sampler, SamplerState, posterior
 
 EXIT_DONE, EXIT_BAD_INPUT, EXIT_CHECKPOINT = 0, 2, 85
 CHECKPOINT = "checkpoint.npz"
 POOR_FIT_CHI2 = 2.0  # joint reduced chi^2 above this: POOR_FIT
-
-
-class FitInputError(ValueError):
-    """A fit input file that cannot be used; ``str(err)`` is one line."""
-
-
-def read_candidate(path: Path) -> Candidate:
-    """A per-candidate input file (``lensjobs node split`` writes them)."""
-    try:
-        with fits.open(path) as hdul:
-            prior = Table.read(hdul["PRIOR"])[0]
-            return Candidate(
-                id=str(hdul[0].header["CANDID"]),
-                cutout=np.asarray(hdul["CUTOUT"].data, dtype=np.float32),
-                fwhm=np.array([prior[f"FWHM_{b.upper()}"] for b in BANDS], dtype=float),
-                pixscale=float(hdul["CUTOUT"].header["PIXSCALE"]),
-                magzero=float(hdul["CUTOUT"].header["MAGZERO"]),
-                prior=row_dict(prior),
-                classes=np.asarray(hdul["SEGMAP"].data, dtype=np.uint8),
-            )
-    except FileNotFoundError:
-        raise FitInputError(f"{path}: no such fit input; run 'lensjobs node split' first") from None
-    except (OSError, KeyError, IndexError, TypeError, ValueError):
-        raise FitInputError(
-            f"{path}: not a fit input (needs CUTOUT, SEGMAP and PRIOR extensions and a CANDID "
-            "keyword); write it with 'lensjobs node split'"
-        ) from None
-
-
-def input_hdus(
-    cid: str,
-    cutout: np.ndarray,
-    classes: np.ndarray,
-    pixscale: float,
-    magzero: float,
-    prior: fits.BinTableHDU,
-) -> fits.HDUList:
-    """A fit input as an HDU list (``prior`` is a one-row table named PRIOR)."""
-    primary = fits.PrimaryHDU()
-    primary.header["CANDID"] = cid
-    image = fits.ImageHDU(cutout.astype(np.float32), name="CUTOUT")
-    image.header["PIXSCALE"] = pixscale
-    image.header["MAGZERO"] = magzero
-    image.header["BANDS"] = ",".join(BANDS)
-    segmap = fits.ImageHDU(classes.astype(np.uint8), name="SEGMAP")
-    return fits.HDUList([primary, image, segmap, prior])
-
-
-def write_candidate(path: Path, candidate: Candidate) -> Path:
-    c = candidate
-    prior = fits.BinTableHDU(Table(rows=[c.prior], names=list(c.prior)), name="PRIOR")
-    hdus = input_hdus(c.id, c.cutout, c.classes, c.pixscale, c.magzero, prior)
-    return atomic_write(path, lambda tmp: hdus.writeto(tmp))
+# A lens parameter is AT_BOUND when this share of its posterior lies beyond, or within
+# BOUND_MARGIN of the range from, one of its bounds.
+BOUND_SHARE, BOUND_MARGIN = 0.05, 0.02
 
 
 @dataclass
 class Problem:
-    """The lenstronomy problem of one candidate."""
+    """The likelihood, start and bounds of one candidate."""
 
     candidate: Candidate
     preset: FitPreset
 
     def __post_init__(self) -> None:
-        c = self.candidate
-        self.bands = multi_band_list(c, self.preset.supersampling)
-        self.kwargs_likelihood = kwargs_likelihood(c)
-        params = kwargs_params(c)
-        self.sequence = FittingSequence(
-            {"multi_band_list": self.bands, "multi_band_type": "multi-linear"},
-            KWARGS_MODEL,
-            KWARGS_CONSTRAINTS,
-            self.kwargs_likelihood,
-            params,
-        )
-        self.param = self.sequence.param_class
-        self.likelihood = self.sequence.likelihood_class
-        self.names = list(self.param.num_param()[1])
-        kinds = {
-            "lens_model": "kwargs_lens",
-            "lens_light_model": "kwargs_lens_light",
-            "source_model": "kwargs_source",
-        }
-        init = {kinds[k]: v[0] for k, v in params.items()}
-        sigma = {kinds[k]: v[1] for k, v in params.items()}
-        self.init = np.array(self.param.kwargs2args(**init))
-        self.sigma = np.array(self.param.kwargs2args(**sigma))
-        self.lower, self.upper = (np.array(v) for v in self.param.param_limits())
+        self.data = likelihood_data(self.candidate, self.preset.supersampling)
+        self.start = start(self.candidate)
+        self.names = list(NAMES)
 
     def log_likelihood(self, args: np.ndarray) -> float:
-        value = self.likelihood.logL(args)
-        return float(value) if np.isfinite(value) else -1e18
+        return float(likelihood.value(np.asarray(args, dtype=float), self.data))
+
+    def log_likelihoods(self, points: np.ndarray) -> np.ndarray:
+        return np.array(likelihood.values(np.asarray(points, dtype=float), self.data))
+
+    def value_and_grad(self, args: np.ndarray) -> tuple[float, np.ndarray]:
+        value, grad = likelihood.value_and_grad(np.asarray(args, dtype=float), self.data)
+        return float(value), np.array(grad)
+
+    @property
+    def seed(self) -> int:
+        return int(hashlib.sha256(self.candidate.id.encode()).hexdigest()[:8], 16)
 
     def sampler(self) -> Sampler:
-        seed = int(hashlib.sha256(self.candidate.id.encode()).hexdigest()[:8], 16)
+        s = self.start
         return Sampler(
-            self.log_likelihood, self.init, self.sigma, self.lower, self.upper, self.preset, seed
+            self.log_likelihoods,
+            self.value_and_grad,
+            s.init,
+            s.sigma,
+            s.lower,
+            s.upper,
+            self.preset,
+            self.seed,
         )
 
 
@@ -181,7 +123,7 @@ def _prior_problem(candidate: Candidate) -> str:
 
 
 def _versions() -> dict[str, str]:
-    return {p: version(p) for p in ("lensjobs", "lenstronomy", "emcee", "numpy")}
+    return {p: version(p) for p in ("lensjobs", "jax", "lenstronomy", "emcee", "numpy")}
 
 
 def run_fit(
@@ -255,52 +197,92 @@ def _summaries(samples: np.ndarray, best: np.ndarray, names: list[str]) -> dict[
     }
 
 
+def at_bound(
+    samples: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: list[str]
+) -> list[str]:
+    """The parameters whose posterior piles up at a bound (BOUND_SHARE, BOUND_MARGIN)."""
+    margin = BOUND_MARGIN * (upper - lower)
+    near = (samples <= lower + margin) | (samples >= upper - margin)
+    return [n for k, n in enumerate(names) if near[:, k].mean() >= BOUND_SHARE]
+
+
+def fit_quality(problem: Problem, best: np.ndarray) -> dict[str, Any]:
+    """Model, normalised residuals and reduced chi^2 (per band and joint) of the best fit."""
+    data = problem.data
+    model, amplitudes = likelihood.models(best, data)
+    model = np.asarray(model)
+    mask = np.asarray(data.mask)
+    variance = (
+        np.maximum(model, 0) / np.asarray(data.exposure)[:, None, None]
+        + np.asarray(data.background_var)[:, None, None]
+    )
+    residuals = (np.asarray(data.image) - model) / np.sqrt(variance) * mask
+    n_data = int(mask.sum()) * len(BANDS)
+    chi2 = {b: float(np.sum(residuals[k] ** 2) / mask.sum()) for k, b in enumerate(BANDS)}
+    chi2["joint"] = float(np.sum(residuals**2) / max(n_data - len(best), 1))
+    return {
+        "observed": np.asarray(data.image),
+        "model": model,
+        "residuals": np.where(mask > 0, residuals, np.nan),
+        "reduced_chi2": chi2,
+        "effective_data_points": n_data,
+        "amplitudes": np.asarray(amplitudes),
+    }
+
+
+def _flag(state: SamplerState, chi2: float, bounded: list[str]) -> tuple[str, str]:
+    lens_bounded = [n for n in bounded if n in LENS_PARAMETERS]
+    if chi2 > POOR_FIT_CHI2:
+        return "POOR_FIT", f"joint reduced chi^2 {chi2:.2f} > {POOR_FIT_CHI2:g}"
+    if lens_bounded:
+        return "AT_BOUND", "posterior at a bound: " + ", ".join(lens_bounded)
+    if not state.converged:
+        return "NOT_CONVERGED", state.problem
+    return "OK", ""
+
+
 def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Clock) -> None:
     c, preset = problem.candidate, problem.preset
-    samples = posterior(state, preset)
-    flat_logp = state.log_prob[1 + preset.burn_in :].ravel()
-    best = samples[np.argmax(flat_logp)]
-    kwargs_best = problem.param.args2kwargs(best)
-    recon = MultiBandImageReconstruction(
-        problem.bands,
-        KWARGS_MODEL,
-        kwargs_best,
-        multi_band_type="multi-linear",
-        kwargs_likelihood=problem.kwargs_likelihood,
-        verbose=False,
-    )
-    bands = recon.model_band_list
-    chi2 = {b: float(bands[k].reduced_x2) for k, b in enumerate(BANDS)}
-    logl = float(problem.likelihood.logL(best))
-    n_data = int(problem.likelihood.num_data)
-    chi2["joint"] = float(-2 * logl / max(n_data - len(best), 1))
-    acceptance = float(np.mean(state.accepted / (len(state.chain) - 1)))
-    warnings = []
-    flag, reason = "OK", ""
-    if not state.converged:
-        tau = state.tau[-1] if state.tau else math.nan
-        # Short chains (the quick preset) end before the autocorrelation time is measured.
-        measured = f"{tau:.0f} steps" if math.isfinite(tau) else "not measured yet"
-        flag, reason = (
-            "NOT_CONVERGED",
-            f"MCMC stopped at {len(state.chain) - 1} steps, autocorrelation time {measured}",
-        )
-    if chi2["joint"] > POOR_FIT_CHI2:
-        flag, reason = "POOR_FIT", f"joint reduced chi^2 {chi2['joint']:.2f} > {POOR_FIT_CHI2:g}"
-    if not 0.1 < acceptance < 0.8:
-        warnings.append(f"acceptance fraction {acceptance:.2f}")
-    observed = np.stack([b[0]["image_data"] for b in problem.bands])
-    model = np.stack([b.model for b in bands])
-    residuals = np.stack([b.norm_residuals for b in bands])
+    samples = posterior(state, preset, preset.posterior_draws, problem.seed)
+    best = state.optimum if state.chain is None else _chain_best(state)
+    quality = fit_quality(problem, best)
+    chi2 = quality["reduced_chi2"]
+    bounded = at_bound(samples, problem.start.lower, problem.start.upper, problem.names)
+    flag, reason = _flag(state, chi2["joint"], bounded)
+    warnings = [f"{n} at its bound" for n in bounded if n not in LENS_PARAMETERS]
+    acceptance = None
+    if state.chain is not None:
+        acceptance = float(np.mean(state.accepted / (len(state.chain) - 1)))
+        if not 0.1 < acceptance < 0.8:
+            warnings.append(f"acceptance fraction {acceptance:.2f}")
+    summaries = _summaries(samples, best, problem.names)
+    floors = errors.calibration()
     files = [
-        outputs.model_png(out / f"{c.id}_model.png", c.id, observed, model, residuals, chi2),
-        outputs.corner_png(out / f"{c.id}_corner.png", samples, problem.names),
-        outputs.trace_png(out / f"{c.id}_trace.png", state.chain, problem.names, preset.burn_in),
+        outputs.model_png(
+            out / f"{c.id}_model.png",
+            c.id,
+            quality["observed"],
+            quality["model"],
+            quality["residuals"],
+            chi2,
+        ),
+        outputs.corner_png(
+            out / f"{c.id}_corner.png",
+            samples[:, [problem.names.index(n) for n in LENS_PARAMETERS]],
+            list(LENS_PARAMETERS),
+        ),
+        outputs.trace_png(out / f"{c.id}_trace.png", state, problem.names),
         outputs.save_npz(
-            out / "chain.npz",
-            chain=state.chain,
-            log_prob=state.log_prob,
+            out / "posterior.npz",
+            samples=samples,
             names=np.array(problem.names),
+            best=best,
+            **({"covariance": state.covariance} if state.covariance is not None else {}),
+            **(
+                {"chain": state.chain, "log_prob": state.log_prob}
+                if state.chain is not None
+                else {}
+            ),
         ),
     ]
     clock.charge(state)  # the whole fit, outputs included
@@ -309,18 +291,28 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         "preset": preset.name,
         "flag": flag,
         "reason": reason,
-        "parameters": _summaries(samples, best, problem.names),
+        "parameters": summaries,
+        "errors": errors.error_budget(summaries, LENS_PARAMETERS, floors["floors"]),
+        "calibration": floors["calibration"],
         "reduced_chi2": chi2,
-        "log_likelihood": logl,
-        "effective_data_points": n_data,
-        "acceptance_fraction": acceptance,
-        "autocorrelation_time": state.tau[-1] if state.tau else None,
+        "log_likelihood": problem.log_likelihood(best),
+        "effective_data_points": quality["effective_data_points"],
+        "posterior": "laplace" if state.chain is None else "mcmc",
         "converged": state.converged,
-        "steps": len(state.chain) - 1,
-        "burn_in": preset.burn_in,
-        "walkers": state.chain.shape[1],
+        "optimiser": state.optimiser,
+        "mcmc": None
+        if state.chain is None
+        else {
+            "steps": len(state.chain) - 1,
+            "burn_in": state.burn_in,
+            "walkers": state.chain.shape[1],
+            "autocorrelation_time": state.tau if math.isfinite(state.tau) else None,
+            "acceptance_fraction": acceptance,
+        },
         "pso": {"particles": preset.pso_particles, "iterations": preset.pso_iterations},
+        "supersampling": preset.supersampling,
         "likelihood_evaluations": state.evaluations,
+        "gradient_evaluations": state.gradients,
         "wall_seconds": round(state.wall_seconds, 2),
         "cpu_seconds": round(state.cpu_seconds, 2),
         "restarts": state.restarts,
@@ -332,3 +324,10 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         outputs.text_summary(out / f"{c.id}.txt", params),
     ]
     write_tarball(out / f"{c.id}.tar.gz", files)
+
+
+def _chain_best(state: SamplerState) -> np.ndarray:
+    """The highest-likelihood point the chain visited after its burn-in."""
+    after = slice(1 + state.burn_in, None)
+    flat = state.log_prob[after].ravel()
+    return state.chain[after].reshape(-1, state.chain.shape[-1])[np.argmax(flat)]

@@ -77,39 +77,60 @@ def corner_png(path: Path, samples: np.ndarray, names: list[str]) -> Path:
     return _save_figure(fig, path)
 
 
-def trace_png(path: Path, chain: np.ndarray, names: list[str], burn_in: int) -> Path:
-    """Median and 16-84 % band over the walkers, per parameter per step."""
-    ndim = chain.shape[-1]
+def trace_png(path: Path, state: Any, names: list[str]) -> Path:
+    """How the fit got there, per parameter: the MCMC walkers' median and 16-84 % band per
+    step (burn-in dotted), or the optimisation path (the swarm's best after each
+    iteration, then the optimiser's steps; dotted where the optimiser took over)."""
+    ndim = len(names)
     cols = 3
     rows = -(-ndim // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(11, 1.8 * rows), sharex=True, squeeze=False)
-    steps = np.arange(len(chain))
+    if state.chain is not None:
+        lo, mid, hi = np.percentile(state.chain, [16, 50, 84], axis=1)
+        switch, label = state.burn_in, "MCMC step"
+    else:
+        lo = hi = None
+        mid = state.path
+        switch, label = state.iteration, "PSO iteration, then optimiser step"
+    steps = np.arange(len(mid))
     for d, ax in enumerate(axes.flat):
         if d >= ndim:
             ax.set_visible(False)
             continue
-        lo, mid, hi = np.percentile(chain[:, :, d], [16, 50, 84], axis=1)
-        ax.fill_between(steps, lo, hi, alpha=0.3)
-        ax.plot(steps, mid, lw=1)
-        ax.axvline(burn_in, color="k", ls=":", lw=0.8)
+        if lo is not None:
+            ax.fill_between(steps, lo[:, d], hi[:, d], alpha=0.3)
+        ax.plot(steps, mid[:, d], lw=1)
+        ax.axvline(switch, color="k", ls=":", lw=0.8)
         ax.set_ylabel(names[d], fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel(label, fontsize=7)
     fig.tight_layout()
     return _save_figure(fig, path)
 
 
 def text_summary(path: Path, params: dict[str, Any]) -> Path:
-    """The notebooks' ``<ID>.txt``: medians with errors, sampler sizes, fit statistics."""
+    """The notebooks' ``<ID>.txt``: medians with errors, the error budget of the lens
+    parameters, how the posterior was measured, fit statistics."""
     lines = [f"ID: {params['id']}", ""]
     for name, p in params["parameters"].items():
         lines.append(
             f"{name}: {p['median']:.5f} +{p['p84'] - p['median']:.5f} "
             f"-{p['median'] - p['p16']:.5f} (best fit {p['best']:.5f})"
         )
+    lines += ["", "errors (statistical, systematic, total):"]
+    for name, e in params["errors"].items():
+        lines.append(f"{name}: {e['statistical']:.5f}, {e['systematic']:.5f}, {e['total']:.5f}")
     chi2 = params["reduced_chi2"]
+    mcmc = params.get("mcmc")
+    how = (
+        f"MCMC: {mcmc['steps']} steps, {mcmc['walkers']} walkers, burn-in {mcmc['burn_in']}"
+        if mcmc
+        else f"Laplace approximation at the optimum ({params['optimiser'].get('iterations')} "
+        "optimiser iterations)"
+    )
     lines += [
         "",
-        f"steps: {params['steps']}, walkers: {params['walkers']}, "
-        f"parameters: {len(params['parameters'])}",
+        f"posterior: {how}, {len(params['parameters'])} parameters",
         f"log-likelihood: {params['log_likelihood']:.3f}",
         f"effective data points: {params['effective_data_points']}",
         "reduced chi^2: " + ", ".join(f"{k} {v:.3f}" for k, v in chi2.items()),

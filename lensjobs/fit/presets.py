@@ -1,18 +1,23 @@
-"""Fitting presets: how much PSO and MCMC a fit spends.
+"""Fitting presets: how a fit finds the optimum and measures the posterior.
 
+- ``standard``: the default. A short particle swarm from the network priors, L-BFGS-B with
+  exact gradients from its best points, and the posterior as a Gaussian around the
+  optimum (the Laplace approximation; benchmarks/coverage.py checks it against ``mcmc``).
+- ``mcmc``: ``standard``'s optimum, then emcee until the chain has converged: for
+  validating the Laplace approximation, and for candidates whose posterior is not Gaussian.
 - ``seed``: the original notebooks' recipe, for comparison: PSO 500 particles x 500
-  iterations, then emcee burn-in 400 and run 1000 steps with walker ratio 10 (~460,000
-  likelihood evaluations).
-- ``standard``: the default. A short PSO started from the network priors, then emcee that
-  stops once the chain is long against its autocorrelation time (or at a step cap).
-- ``quick``: for tests and CI.
+  iterations, then emcee for 1,400 steps with walker ratio 10 (~460,000 likelihood
+  evaluations), discarding a burn-in of at least the notebooks' 400 steps.
+- ``quick``: for tests and CI: ``standard`` with a smaller swarm.
 - ``trivial``: testing only: fits nothing (in a batch, does not even read the input), so
   that workflow benchmarks (100,000 candidates on a personal pool) measure DAGMan and the
-  schedd, not lenstronomy. ``submit`` refuses it unless ``LENSJOBS_TESTING=1`` is set, and
-  no help text names it.
+  schedd, not a fit. ``submit`` refuses it unless ``LENSJOBS_TESTING=1`` is set, and no
+  help text names it.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,20 +26,24 @@ class FitPreset(BaseModel):
     name: str
     pso_particles: int = Field(ge=2)
     pso_iterations: int = Field(ge=1)
-    walker_ratio: int = Field(ge=2, description="emcee walkers per free parameter")
-    burn_in: int = Field(ge=0, description="MCMC steps discarded (fixed recipe) or minimum")
-    min_steps: int = Field(ge=1, description="MCMC steps after burn-in before stopping")
-    max_steps: int = Field(ge=1, description="MCMC steps after burn-in at most")
+    optimise: bool = Field(True, description="L-BFGS-B from the swarm's best points")
+    optimiser_iterations: int = Field(500, ge=1)
+    sampler: Literal["laplace", "mcmc"] = "laplace"
+    posterior_draws: int = Field(4000, ge=1, description="Laplace: samples drawn for plots")
+    walker_ratio: int = Field(4, ge=2, description="emcee walkers per free parameter")
+    burn_in: int = Field(0, ge=0, description="MCMC steps discarded at least")
+    min_steps: int = Field(1, ge=1, description="MCMC steps before convergence is checked")
+    max_steps: int = Field(1, ge=1, description="MCMC steps at most")
     chunk: int = Field(50, ge=1, description="MCMC steps between convergence checks")
-    converge: bool = Field(description="stop on convergence instead of after max_steps")
-    tau_factor: float = Field(15.0, description="converged when post-burn-in steps > factor x tau")
-    tau_rtol: float = Field(0.1, description="... and tau changed less than this since last check")
+    converge: bool = Field(True, description="stop on convergence instead of at max_steps")
+    tau_factor: float = Field(50.0, description="converged when post-burn-in steps > factor x tau")
+    tau_rtol: float = Field(0.1, description="... and tau moved less than this over a chunk")
     moves: str = Field(
-        "stretch",
+        "de",
         description="emcee moves: 'stretch' (emcee's default) or "
         "'de' (differential evolution, mixes faster on correlated posteriors)",
     )
-    supersampling: int = 1
+    supersampling: int = Field(3, ge=1, description="sub-pixels per pixel side (fit/likelihood)")
     median_cpu_seconds: float = Field(
         description="measured cost of one fit (BENCHMARKS.md); how long a fit job is expected "
         "to run, for HTCondor's job duration category"
@@ -43,52 +52,49 @@ class FitPreset(BaseModel):
 
 
 PRESETS: dict[str, FitPreset] = {
+    "standard": FitPreset(
+        name="standard",
+        pso_particles=40,
+        pso_iterations=40,
+        median_cpu_seconds=10,
+    ),
+    "mcmc": FitPreset(
+        name="mcmc",
+        pso_particles=40,
+        pso_iterations=40,
+        sampler="mcmc",
+        walker_ratio=4,
+        burn_in=100,
+        min_steps=500,
+        max_steps=10000,
+        chunk=100,
+        tau_factor=50.0,
+        median_cpu_seconds=300,
+    ),
     "seed": FitPreset(
         name="seed",
         pso_particles=500,
         pso_iterations=500,
+        optimise=False,
+        sampler="mcmc",
         walker_ratio=10,
         burn_in=400,
-        min_steps=1000,
-        max_steps=1000,
+        min_steps=1400,
+        max_steps=1400,
         converge=False,
-        median_cpu_seconds=464,
-    ),
-    "standard": FitPreset(
-        name="standard",
-        pso_particles=50,
-        pso_iterations=50,
-        walker_ratio=4,
-        burn_in=100,
-        min_steps=250,
-        max_steps=500,
-        converge=True,
-        tau_factor=10.0,
-        tau_rtol=0.2,
-        moves="de",
-        median_cpu_seconds=38,
+        moves="stretch",
+        median_cpu_seconds=900,
     ),
     "quick": FitPreset(
         name="quick",
-        pso_particles=30,
-        pso_iterations=30,
-        walker_ratio=2,
-        burn_in=20,
-        min_steps=40,
-        max_steps=40,
-        chunk=20,
-        converge=False,
+        pso_particles=20,
+        pso_iterations=20,
         median_cpu_seconds=5,
     ),
     "trivial": FitPreset(
         name="trivial",
         pso_particles=2,
         pso_iterations=1,
-        walker_ratio=2,
-        burn_in=0,
-        min_steps=1,
-        max_steps=1,
-        converge=False,
         median_cpu_seconds=0.05,
         testing_only=True,
     ),

@@ -1,0 +1,203 @@
+"""The fit's log-likelihood in JAX: lenstronomy's numbers, compiled once, with gradients.
+
+The model is the one of :mod:`lensjobs.fit.model`: SIE + external SHEAR (origin at the
+cutout centre), a SERSIC_ELLIPSE lens light sharing the mass centre, a SERSIC_ELLIPSE
+source, a Gaussian PSF per band (lenstronomy's ``GAUSSIAN`` type: the image is averaged
+over sub-pixels, then filtered with ``truncation`` x sigma, edges repeated), and the
+linear amplitudes of light and source solved per band by weighted least squares
+(lenstronomy's ``multi-linear``), under a binary likelihood mask. Every formula follows
+lenstronomy 1.14 (``NIE`` with s_scale 1e-10, ``SersicElliptic``, ``SHEAR``,
+``covariance_matrix``, ``get_param_WLS``); tests/test_likelihood.py holds the two to the
+same log-likelihood. Parameters are a flat vector in lenstronomy's ``Param`` order
+(:data:`NAMES`).
+
+lenstronomy evaluates one parameter vector at a time in NumPy; here the data are
+arguments of one compiled function (no recompilation per candidate of the same shape),
+gradients and Hessians come from automatic differentiation, and many vectors (a PSO
+swarm, MCMC walkers) are evaluated in one call.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_platforms", "cpu")
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+NAMES = (
+    "theta_E_lens0",
+    "e1_lens0",
+    "e2_lens0",
+    "gamma1_lens1",
+    "gamma2_lens1",
+    "R_sersic_source_light0",
+    "n_sersic_source_light0",
+    "e1_source_light0",
+    "e2_source_light0",
+    "center_x_source_light0",
+    "center_y_source_light0",
+    "R_sersic_lens_light0",
+    "n_sersic_lens_light0",
+    "e1_lens_light0",
+    "e2_lens_light0",
+    "center_x_lens_light0",
+    "center_y_lens_light0",
+)
+# lenstronomy's numerical guards, kept so that both give the same numbers.
+SIE_S_SCALE = 1e-10
+Q_MAX = 0.99999999
+ELLIPTICITY_MAX = 0.9999
+SERSIC_SMOOTHING = 1e-4
+SERSIC_BN_MIN = 1e-5
+# Never NaN or +inf: a degenerate point (e.g. a source imaged nowhere) scores like
+# lenstronomy's out-of-bounds penalty.
+FLOOR = -1e18
+
+
+class Data(NamedTuple):
+    """Everything the likelihood needs of one candidate, as arrays (a JAX pytree)."""
+
+    x: jax.Array  # (N, N) sub-pixel coordinates, arcsec, N = pixels x supersampling
+    y: jax.Array
+    image: jax.Array  # (B, n, n) data
+    mask: jax.Array  # (n, n) 1 where pixels count
+    variance: jax.Array  # (B, n, n) lenstronomy's C_D of the data
+    background_var: jax.Array  # (B,) background rms squared
+    exposure: jax.Array  # (B,) exposure time, for the Poisson term of the model's variance
+    blur: jax.Array  # (B, n, n) the PSF as a matrix acting on columns and rows
+    pixel_area: jax.Array  # () arcsec^2
+
+
+def blur_matrix(n: int, sigma: float, truncation: float) -> np.ndarray:
+    """``scipy.ndimage.gaussian_filter1d(mode='nearest', truncate=truncation)`` as a
+    matrix ``K``: filtering an image is ``K @ image @ K.T``."""
+    radius = int(truncation * sigma + 0.5)
+    offsets = np.arange(-radius, radius + 1)
+    weights = np.exp(-0.5 * offsets**2 / sigma**2)
+    weights /= weights.sum()
+    matrix = np.zeros((n, n))
+    rows = np.arange(n)
+    for offset, weight in zip(offsets, weights, strict=True):
+        np.add.at(matrix, (rows, np.clip(rows + offset, 0, n - 1)), weight)
+    return matrix
+
+
+def make_data(
+    image: np.ndarray,
+    mask: np.ndarray,
+    background_rms: np.ndarray,
+    exposure: np.ndarray,
+    fwhm: np.ndarray,
+    truncation: float,
+    pixscale: float,
+    supersampling: int,
+) -> Data:
+    """A candidate's arrays; ``image`` is (B, n, n) in lenstronomy's frame (frame.py)."""
+    n = image.shape[-1]
+    # Sub-pixel centres, as lenstronomy's util.make_subgrid places them.
+    step = (np.arange(n * supersampling) + 0.5) / supersampling - 0.5
+    coords = (step - (n - 1) / 2) * pixscale
+    y, x = np.meshgrid(coords, coords, indexing="ij")
+    image = np.asarray(image, dtype=float)
+    exposure = np.asarray(exposure, dtype=float)
+    background_var = np.asarray(background_rms, dtype=float) ** 2
+    variance = np.maximum(image, 0) / exposure[:, None, None] + background_var[:, None, None]
+    sigmas = np.asarray(fwhm, dtype=float) / (2 * np.sqrt(2 * np.log(2))) / pixscale
+    blur = np.stack([blur_matrix(n, s, truncation) for s in sigmas])
+    return Data(
+        *(
+            jnp.asarray(a)
+            for a in (x, y, image, np.asarray(mask, dtype=float), variance, background_var)
+        ),
+        jnp.asarray(exposure),
+        jnp.asarray(blur),
+        jnp.asarray(pixscale**2),
+    )
+
+
+def _phi_q(e1: jax.Array, e2: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """lenstronomy's ellipticity2phi_q, with a gradient at e1 = e2 = 0."""
+    round_ = e1**2 + e2**2 == 0
+    phi = jnp.where(round_, 0.0, jnp.arctan2(e2, jnp.where(round_, 1.0, e1)) / 2)
+    c = jnp.sqrt(jnp.where(round_, 1.0, e1**2 + e2**2))
+    c = jnp.where(round_, 0.0, jnp.minimum(c, ELLIPTICITY_MAX))
+    return phi, (1 - c) / (1 + c)
+
+
+def sie_deflection(x, y, theta_e, e1, e2, cx, cy):
+    """lenstronomy's SIE (an NIE with s_scale 1e-10): deflection at (x, y)."""
+    phi, q = _phi_q(e1, e2)
+    q = jnp.minimum(q, Q_MAX)
+    b = theta_e / jnp.sqrt((1 + q**2) / (2 * q)) * jnp.sqrt((1 + q**2) / 2)
+    s = SIE_S_SCALE / jnp.sqrt(q)
+    cos, sin = jnp.cos(phi), jnp.sin(phi)
+    dx, dy = x - cx, y - cy
+    xr, yr = cos * dx + sin * dy, -sin * dx + cos * dy
+    psi = jnp.sqrt(q**2 * (s**2 + xr**2) + yr**2)
+    root = jnp.sqrt(1 - q**2)
+    ax = b / root * jnp.arctan(root * xr / (psi + s))
+    ay = b / root * jnp.arctanh(root * yr / (psi + q**2 * s))
+    return cos * ax - sin * ay, sin * ax + cos * ay
+
+
+def sersic(x, y, r_sersic, n_sersic, e1, e2, cx, cy):
+    """lenstronomy's SERSIC_ELLIPSE of unit amplitude (product-average radius)."""
+    dx, dy = x - cx, y - cy
+    norm = jnp.sqrt(jnp.maximum(jnp.abs(1 - e1**2 - e2**2), 1e-6))
+    xe = ((1 - e1) * dx - e2 * dy) / norm
+    ye = (-e2 * dx + (1 + e1) * dy) / norm
+    r = jnp.maximum(jnp.sqrt(xe**2 + ye**2), SERSIC_SMOOTHING)
+    bn = jnp.maximum(1.9992 * n_sersic - 0.3271, SERSIC_BN_MIN)
+    ratio = r / jnp.maximum(r_sersic, SERSIC_SMOOTHING)
+    return jnp.exp(-bn * (ratio ** (1 / n_sersic) - 1))
+
+
+def unit_images(p: jax.Array, data: Data) -> jax.Array:
+    """Lens light and lensed source of unit amplitude, (2, n, n), before the PSF."""
+    theta_e, e1, e2, g1, g2 = p[0], p[1], p[2], p[3], p[4]
+    cx, cy = p[15], p[16]
+    ax, ay = sie_deflection(data.x, data.y, theta_e, e1, e2, cx, cy)
+    bx = data.x - ax - (g1 * data.x + g2 * data.y)
+    by = data.y - ay - (g2 * data.x - g1 * data.y)
+    source = sersic(bx, by, *(p[k] for k in range(5, 11)))
+    light = sersic(data.x, data.y, p[11], p[12], p[13], p[14], cx, cy)
+    n = data.image.shape[-1]
+    sub = data.x.shape[0] // n
+    both = jnp.stack([light, source]).reshape(2, n, sub, n, sub).mean(axis=(2, 4))
+    return both * data.pixel_area
+
+
+def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
+    """The model image per band (B, n, n) and its linear amplitudes (B, 2)."""
+    units = unit_images(p, data)
+    blurred = jnp.einsum("bij,cjk,blk->bcil", data.blur, units, data.blur)
+    weight = data.mask / data.variance  # (B, n, n)
+    normal = jnp.einsum("bcij,bij,bdij->bcd", blurred, weight, blurred)
+    normal = normal + jnp.eye(2) * (
+        1e-12 * jnp.diagonal(normal, axis1=1, axis2=2)[:, None] + 1e-300
+    )
+    rhs = jnp.einsum("bcij,bij,bij->bc", blurred, weight, data.image)
+    amplitudes = jnp.linalg.solve(normal, rhs[..., None])[..., 0]
+    model = jnp.einsum("bc,bcij->bij", amplitudes, blurred)
+    return model, amplitudes
+
+
+def log_likelihood(p: jax.Array, data: Data) -> jax.Array:
+    """lenstronomy's image log-likelihood summed over bands (no bounds, no priors)."""
+    model, _ = band_models(p, data)
+    variance = (
+        jnp.maximum(model, 0) / data.exposure[:, None, None] + data.background_var[:, None, None]
+    )
+    value = -0.5 * jnp.sum(data.mask * (model - data.image) ** 2 / variance)
+    return jnp.where(jnp.isfinite(value), value, FLOOR)
+
+
+value = jax.jit(log_likelihood)
+value_and_grad = jax.jit(jax.value_and_grad(log_likelihood))
+hessian = jax.jit(jax.hessian(log_likelihood))
+values = jax.jit(jax.vmap(log_likelihood, in_axes=(0, None)))
+models = jax.jit(band_models)
