@@ -118,6 +118,9 @@ TRUTH_PARAMETERS = {
     "e2_lens_light0": "LENS_E2",
     "center_x_lens_light0": "CENTER_X",
     "center_y_lens_light0": "CENTER_Y",
+    "fwhm_g": "FWHM_TRUE_G",
+    "fwhm_r": "FWHM_TRUE_R",
+    "fwhm_i": "FWHM_TRUE_I",
 }
 
 

@@ -14,6 +14,8 @@ from conftest import run_cli
 
 from lensjobs.fit.batch import run_batch
 from lensjobs.fit.inputs import Candidate, read_candidate, write_candidate
+from lensjobs.fit.likelihood import NAMES
+from lensjobs.fit.model import LENS_PARAMETERS
 from lensjobs.fit.node import EXIT_BAD_INPUT, EXIT_CHECKPOINT, EXIT_DONE, Problem, run_fit
 from lensjobs.fit.presets import PRESETS
 from lensjobs.simulate import SimulationSettings, simulate_system
@@ -77,21 +79,31 @@ def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
     out, _ = quick_fit
     params = json.loads((out / "params.json").read_text())
     assert params["id"] == "sim1" and params["preset"] == "quick"
-    assert params["flag"] in {"OK", "NOT_CONVERGED", "POOR_FIT"}
-    assert len(params["parameters"]) == 15
-    theta = params["parameters"]["theta_E_lens0"]
-    assert theta["p16"] <= theta["median"] <= theta["p84"]
+    assert params["flag"] == "OK", params["reason"]
+    assert list(params["parameters"]) == list(NAMES)
+    assert params["posterior"] == "laplace" and params["optimiser"]["success"]
+    for name in LENS_PARAMETERS:
+        p, e = params["parameters"][name], params["errors"][name]
+        assert e["statistical"] == pytest.approx((p["p84"] - p["p16"]) / 2)
+        assert e["total"] == pytest.approx(np.hypot(e["statistical"], e["systematic"]))
+        assert 0 < e["statistical"] < 0.2, name
     assert set(params["reduced_chi2"]) == {"g", "r", "i", "joint"}
     assert 0.5 < params["reduced_chi2"]["joint"] < 2.0
-    assert params["cpu_seconds"] > 0 and params["likelihood_evaluations"] > 900
+    preset = PRESETS["quick"]
+    assert params["likelihood_evaluations"] == preset.pso_particles * (preset.pso_iterations + 1)
+    assert params["gradient_evaluations"] > 2 * len(NAMES) and params["cpu_seconds"] > 0
     assert params["versions"]["lenstronomy"].startswith("1.14")
     text = (out / "sim1.txt").read_text()
     assert "theta_E_lens0:" in text and "reduced chi^2:" in text
     for png in ("sim1_model.png", "sim1_corner.png", "sim1_trace.png"):
         assert matplotlib.image.imread(out / png).ndim == 3
-    with np.load(out / "chain.npz") as chain:
-        assert chain["chain"].shape[1:] == (30, 15)
-        assert chain["chain"].shape[0] == params["steps"] + 1
+    with np.load(out / "posterior.npz") as posterior:
+        assert posterior["samples"].shape == (preset.posterior_draws, len(NAMES))
+        assert posterior["covariance"].shape == (len(NAMES), len(NAMES))
+        # The draws are the reported posterior: their spread is the reported error.
+        k = NAMES.index("theta_E_lens0")
+        sigma = params["errors"]["theta_E_lens0"]["statistical"]
+        assert np.std(posterior["samples"][:, k]) == pytest.approx(sigma, rel=0.1)
     with tarfile.open(out / "sim1.tar.gz") as tar:
         names = {Path(n).name for n in tar.getnames()}
     assert names == {
@@ -100,7 +112,7 @@ def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
         "sim1_model.png",
         "sim1_corner.png",
         "sim1_trace.png",
-        "chain.npz",
+        "posterior.npz",
         "MANIFEST",
     }
     assert not list(out.glob(".*tmp*")) and not (out / "checkpoint.npz").exists()
@@ -168,8 +180,8 @@ def test_checkpoint_and_resume_match_an_uninterrupted_fit(
     whole = json.loads((quick_fit[0] / "params.json").read_text())
     assert resumed["restarts"] == codes.count(EXIT_CHECKPOINT)
     assert resumed["parameters"] == whole["parameters"]
-    with np.load(out / "chain.npz") as a, np.load(quick_fit[0] / "chain.npz") as b:
-        np.testing.assert_array_equal(a["chain"], b["chain"])
+    with np.load(out / "posterior.npz") as a, np.load(quick_fit[0] / "posterior.npz") as b:
+        np.testing.assert_array_equal(a["samples"], b["samples"])
 
 
 def test_a_batch_checkpoints_inside_and_between_fits_and_never_refits(

@@ -10,11 +10,11 @@ from lensjobs.fit import likelihood
 from lensjobs.fit.inputs import Candidate
 from lensjobs.fit.model import (
     KWARGS_MODEL,
-    PSF_TRUNCATION,
     background_rms,
     exposure_times,
     likelihood_data,
     likelihood_mask,
+    psf_radius,
     start,
     to_kwargs,
 )
@@ -40,9 +40,12 @@ def _candidate(seed: int, settings: SimulationSettings) -> tuple[Candidate, np.n
     return candidate, np.array([t[TRUTH_PARAMETERS[n]] for n in likelihood.NAMES])
 
 
-def _lenstronomy_logl(candidate: Candidate, supersampling: int):
-    """lenstronomy's FittingSequence likelihood of the same model, data and mask."""
+def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int):
+    """lenstronomy's FittingSequence likelihood of the same model, data, mask and PSF
+    (lenstronomy's Gaussian reaches int(truncation x sigma + 0.5) pixels: as far as ours)."""
     grid = pixel_grid(candidate.num_pix, candidate.pixscale)
+    radius = psf_radius(candidate)
+    sigma_px = fwhm / likelihood.FWHM_PER_SIGMA / candidate.pixscale
     bands = [
         [
             {
@@ -53,15 +56,15 @@ def _lenstronomy_logl(candidate: Candidate, supersampling: int):
             },
             {
                 "psf_type": "GAUSSIAN",
-                "fwhm": float(candidate.fwhm[k]),
-                "truncation": PSF_TRUNCATION,
+                "fwhm": float(fwhm[k]),
+                "truncation": (radius + 0.25) / sigma_px[k],
             },
             {"supersampling_factor": supersampling},
         ]
         for k in range(3)
     ]
     s = start(candidate)
-    kwargs = {"init": to_kwargs(s.init), "lower": to_kwargs(s.lower), "upper": to_kwargs(s.upper)}
+    kwargs = {k: to_kwargs(getattr(s, k)) for k in ("init", "lower", "upper")}
     fixed = {"kwargs_lens": [{}, {"ra_0": 0.0, "dec_0": 0.0}], "kwargs_source": [{}]}
     fixed["kwargs_lens_light"] = [{}]
     params = {
@@ -86,8 +89,8 @@ def _lenstronomy_logl(candidate: Candidate, supersampling: int):
         {"check_bounds": False, "image_likelihood_mask_list": [mask] * 3},
         params,
     )
-    assert tuple(sequence.param_class.num_param()[1]) == likelihood.NAMES
-    return sequence.likelihood_class.logL
+    assert tuple(sequence.param_class.num_param()[1]) == likelihood.NAMES[:17]
+    return lambda p: sequence.likelihood_class.logL(p[:17])
 
 
 @pytest.mark.parametrize("supersampling", [1, 3])
@@ -102,10 +105,12 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     )
     candidate, truth = _candidate(seed, settings)
     assert likelihood_mask(candidate).min() == 0
-    reference = _lenstronomy_logl(candidate, supersampling)
     data = likelihood_data(candidate, supersampling)
     rng = np.random.default_rng(1)
+    fwhm = truth[17:] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
+    reference = _lenstronomy_logl(candidate, fwhm, supersampling)
     points = [truth] + [truth + rng.normal(size=truth.size) * 0.02 for _ in range(4)]
+    points = [np.concatenate([p[:17], fwhm]) for p in points]
     for p in points:
         assert float(likelihood.value(p, data)) == pytest.approx(reference(p), rel=1e-8, abs=1e-6)
     batch = np.asarray(likelihood.values(np.array(points), data))

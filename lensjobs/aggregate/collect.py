@@ -22,19 +22,21 @@ from astropy.table import Table
 
 from lensjobs.catalog import SAFE_ID, open_catalog
 
-FITTED = ("OK", "POOR_FIT", "NOT_CONVERGED")  # finished fits with parameters
+FITTED = ("OK", "POOR_FIT", "AT_BOUND", "NOT_CONVERGED")  # finished fits with parameters
 FLAGS = (*FITTED, "NO_ARCS", "FAILED")
 STATUSES = ("DONE", "FAILED", "MISSING", "SKIPPED")
 NO_OUTPUT = "no fit output (its fit job did not finish)"
 NO_INFERENCE = "inference did not finish"
 # Results columns -> params.json names; the lens centre is a free parameter of the lens
-# light (joined to the mass), so its name depends on the model's constraints.
+# light (joined to the mass).
 ESTIMATES = {
-    "THETA_E": ("theta_E_lens0",),
-    "CENTER_X": ("center_x_lens0", "center_x_lens_light0"),
-    "CENTER_Y": ("center_y_lens0", "center_y_lens_light0"),
-    "E1": ("e1_lens0",),
-    "E2": ("e2_lens0",),
+    "THETA_E": "theta_E_lens0",
+    "CENTER_X": "center_x_lens_light0",
+    "CENTER_Y": "center_y_lens_light0",
+    "E1": "e1_lens0",
+    "E2": "e2_lens0",
+    "GAMMA1": "gamma1_lens1",
+    "GAMMA2": "gamma2_lens1",
 }
 # What the job wrappers (jobs/) add to a node's stderr after the node's own last words.
 _WRAPPER_LINES = (
@@ -65,16 +67,15 @@ class Entry:
         return self.status == "DONE" and self.flag in FITTED
 
     def estimate(self, column: str) -> tuple[float, float]:
-        """Median and half the 16-84 % width of a results column; NaN when absent."""
-        parameters = self.params.get("parameters") or {}
-        for name in ESTIMATES[column]:
-            p = parameters.get(name)
-            if isinstance(p, dict):
-                try:
-                    return float(p["median"]), (float(p["p84"]) - float(p["p16"])) / 2
-                except (KeyError, TypeError, ValueError):
-                    break
-        return math.nan, math.nan
+        """Median and total error (statistical + systematic) of a results column; NaN when
+        absent."""
+        median = self.number("parameters", ESTIMATES[column], "median")
+        return median, self.number("errors", ESTIMATES[column], "total")
+
+    def error_parts(self, column: str) -> tuple[float, float]:
+        """The statistical and the systematic part of a results column's error."""
+        name = ESTIMATES[column]
+        return self.number("errors", name, "statistical"), self.number("errors", name, "systematic")
 
     def number(self, *keys: str) -> float:
         """A number in params.json (``number("reduced_chi2", "joint")``); NaN when absent."""

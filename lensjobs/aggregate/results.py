@@ -19,6 +19,11 @@ from lensjobs.files import atomic_write, manifest, sha256_of
 
 ID_COLUMN = "COADD_OBJECT_ID"  # as in priors.fits
 UNITS = {"THETA_E": "arcsec", "CENTER_X": "arcsec", "CENTER_Y": "arcsec"}
+ERROR_COLUMNS = (
+    ("ERR", "total error: statistical and systematic in quadrature"),
+    ("ERR_STAT", "statistical error: (p84 - p16) / 2 of the posterior"),
+    ("ERR_SYS", "systematic error, calibrated on model-breaking simulations"),
+)
 
 
 def _ascii(text: str) -> str:
@@ -51,9 +56,14 @@ def results_table(entries: list[Entry], inputs: Table, id_column: str) -> Table:
     out["FLAG"] = [e.flag for e in entries]
     out["REASON"] = [_ascii(e.reason) for e in entries]
     for name in ESTIMATES:
-        median, err = np.array([e.estimate(name) for e in entries], dtype=float).reshape(-1, 2).T
-        out[name] = Column(median, unit=UNITS.get(name))
-        out[f"{name}_ERR"] = Column(err, unit=UNITS.get(name), description="(p84 - p16) / 2")
+        values = np.array(
+            [(*e.estimate(name), *e.error_parts(name)) for e in entries], dtype=float
+        ).reshape(-1, 4)
+        out[name] = Column(values[:, 0], unit=UNITS.get(name))
+        for k, (suffix, description) in enumerate(ERROR_COLUMNS, start=1):
+            out[f"{name}_{suffix}"] = Column(
+                values[:, k], unit=UNITS.get(name), description=description
+            )
     out["REDUCED_CHI2"] = [e.number("reduced_chi2", "joint") for e in entries]
     out["CPU_SECONDS"] = Column([e.number("cpu_seconds") for e in entries], unit="s")
     taken = {c.upper() for c in out.colnames}

@@ -2,14 +2,15 @@
 
 The model is the one of :mod:`lensjobs.fit.model`: SIE + external SHEAR (origin at the
 cutout centre), a SERSIC_ELLIPSE lens light sharing the mass centre, a SERSIC_ELLIPSE
-source, a Gaussian PSF per band (lenstronomy's ``GAUSSIAN`` type: the image is averaged
-over sub-pixels, then filtered with ``truncation`` x sigma, edges repeated), and the
-linear amplitudes of light and source solved per band by weighted least squares
-(lenstronomy's ``multi-linear``), under a binary likelihood mask. Every formula follows
-lenstronomy 1.14 (``NIE`` with s_scale 1e-10, ``SersicElliptic``, ``SHEAR``,
-``covariance_matrix``, ``get_param_WLS``); tests/test_likelihood.py holds the two to the
-same log-likelihood. Parameters are a flat vector in lenstronomy's ``Param`` order
-(:data:`NAMES`).
+source, a Gaussian PSF per band whose FWHM is a parameter too (lenstronomy's ``GAUSSIAN``
+type: the image is averaged over sub-pixels, then filtered with the Gaussian out to
+``radius`` pixels, edges repeated), and the linear amplitudes of light and source solved
+per band by weighted least squares (lenstronomy's ``multi-linear``), under a binary
+likelihood mask. Every formula follows lenstronomy 1.14 (``NIE`` with s_scale 1e-10,
+``SersicElliptic``, ``SHEAR``, ``covariance_matrix``, ``get_param_WLS``);
+tests/test_likelihood.py holds the two to the same log-likelihood. Parameters are a flat
+vector (:data:`NAMES`): lenstronomy's ``Param`` order and names, then the PSF FWHM per
+band.
 
 lenstronomy evaluates one parameter vector at a time in NumPy; here the data are
 arguments of one compiled function (no recompilation per candidate of the same shape),
@@ -46,7 +47,11 @@ NAMES = (
     "e2_lens_light0",
     "center_x_lens_light0",
     "center_y_lens_light0",
+    "fwhm_g",
+    "fwhm_r",
+    "fwhm_i",
 )
+FWHM_PER_SIGMA = 2 * np.sqrt(2 * np.log(2))
 # lenstronomy's numerical guards, kept so that both give the same numbers.
 SIE_S_SCALE = 1e-10
 Q_MAX = 0.99999999
@@ -68,22 +73,20 @@ class Data(NamedTuple):
     variance: jax.Array  # (B, n, n) lenstronomy's C_D of the data
     background_var: jax.Array  # (B,) background rms squared
     exposure: jax.Array  # (B,) exposure time, for the Poisson term of the model's variance
-    blur: jax.Array  # (B, n, n) the PSF as a matrix acting on columns and rows
-    pixel_area: jax.Array  # () arcsec^2
+    offsets: jax.Array  # (2R + 1,) the PSF's pixel offsets, -R..R
+    shifts: jax.Array  # (2R + 1, n, n) 1 where an offset moves a pixel (edges repeated)
+    pixscale: jax.Array  # () arcsec
 
 
-def blur_matrix(n: int, sigma: float, truncation: float) -> np.ndarray:
-    """``scipy.ndimage.gaussian_filter1d(mode='nearest', truncate=truncation)`` as a
-    matrix ``K``: filtering an image is ``K @ image @ K.T``."""
-    radius = int(truncation * sigma + 0.5)
-    offsets = np.arange(-radius, radius + 1)
-    weights = np.exp(-0.5 * offsets**2 / sigma**2)
-    weights /= weights.sum()
-    matrix = np.zeros((n, n))
+def shift_matrices(n: int, radius: int) -> np.ndarray:
+    """``S[k] @ v`` is ``v`` moved by ``k - radius`` pixels with its edge values repeated
+    (scipy.ndimage's mode 'nearest'), so that a 1-D filter of weights ``w`` is the matrix
+    ``sum_k w[k] S[k]``."""
+    matrices = np.zeros((2 * radius + 1, n, n))
     rows = np.arange(n)
-    for offset, weight in zip(offsets, weights, strict=True):
-        np.add.at(matrix, (rows, np.clip(rows + offset, 0, n - 1)), weight)
-    return matrix
+    for k in range(2 * radius + 1):
+        matrices[k, rows, np.clip(rows + k - radius, 0, n - 1)] = 1.0
+    return matrices
 
 
 def make_data(
@@ -91,12 +94,12 @@ def make_data(
     mask: np.ndarray,
     background_rms: np.ndarray,
     exposure: np.ndarray,
-    fwhm: np.ndarray,
-    truncation: float,
+    psf_radius: int,
     pixscale: float,
     supersampling: int,
 ) -> Data:
-    """A candidate's arrays; ``image`` is (B, n, n) in lenstronomy's frame (frame.py)."""
+    """A candidate's arrays; ``image`` is (B, n, n) in lenstronomy's frame (frame.py); the
+    PSF reaches ``psf_radius`` pixels."""
     n = image.shape[-1]
     # Sub-pixel centres, as lenstronomy's util.make_subgrid places them.
     step = (np.arange(n * supersampling) + 0.5) / supersampling - 0.5
@@ -106,16 +109,15 @@ def make_data(
     exposure = np.asarray(exposure, dtype=float)
     background_var = np.asarray(background_rms, dtype=float) ** 2
     variance = np.maximum(image, 0) / exposure[:, None, None] + background_var[:, None, None]
-    sigmas = np.asarray(fwhm, dtype=float) / (2 * np.sqrt(2 * np.log(2))) / pixscale
-    blur = np.stack([blur_matrix(n, s, truncation) for s in sigmas])
     return Data(
         *(
             jnp.asarray(a)
             for a in (x, y, image, np.asarray(mask, dtype=float), variance, background_var)
         ),
         jnp.asarray(exposure),
-        jnp.asarray(blur),
-        jnp.asarray(pixscale**2),
+        jnp.arange(-psf_radius, psf_radius + 1, dtype=float),
+        jnp.asarray(shift_matrices(n, psf_radius)),
+        jnp.asarray(float(pixscale)),
     )
 
 
@@ -168,13 +170,23 @@ def unit_images(p: jax.Array, data: Data) -> jax.Array:
     n = data.image.shape[-1]
     sub = data.x.shape[0] // n
     both = jnp.stack([light, source]).reshape(2, n, sub, n, sub).mean(axis=(2, 4))
-    return both * data.pixel_area
+    return both * data.pixscale**2
+
+
+def blur_matrices(fwhm: jax.Array, data: Data) -> jax.Array:
+    """The Gaussian PSF of each band as a matrix ``K`` (B, n, n): filtering an image is
+    ``K @ image @ K.T`` (scipy.ndimage.gaussian_filter's weights, out to the radius)."""
+    sigma = fwhm / FWHM_PER_SIGMA / data.pixscale
+    weights = jnp.exp(-0.5 * (data.offsets[None, :] / sigma[:, None]) ** 2)
+    weights = weights / weights.sum(axis=1, keepdims=True)
+    return jnp.einsum("bk,kij->bij", weights, data.shifts)
 
 
 def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     """The model image per band (B, n, n) and its linear amplitudes (B, 2)."""
     units = unit_images(p, data)
-    blurred = jnp.einsum("bij,cjk,blk->bcil", data.blur, units, data.blur)
+    blur = blur_matrices(p[17:20], data)
+    blurred = jnp.einsum("bij,cjk,blk->bcil", blur, units, blur)
     weight = data.mask / data.variance  # (B, n, n)
     normal = jnp.einsum("bcij,bij,bdij->bcd", blurred, weight, blurred)
     normal = normal + jnp.eye(2) * (

@@ -1,10 +1,12 @@
 """The lens model of one candidate: its parameters, where they start and how far they go.
 
 SIE + external SHEAR mass (the shear's origin at the cutout centre), a SERSIC_ELLIPSE lens
-light whose centre is the mass centre, and a SERSIC_ELLIPSE source: 17 free parameters in
-lenstronomy's ``Param`` order and names (:data:`NAMES`). A Gaussian PSF per band; g, r, i
-fitted together with their linear amplitudes solved per band (lenstronomy's
-``multi-linear``). The likelihood itself is :mod:`lensjobs.fit.likelihood`.
+light whose centre is the mass centre, and a SERSIC_ELLIPSE source: 17 parameters in lenstronomy's
+``Param`` order and names (:data:`NAMES`). A Gaussian PSF per band whose FWHM is fitted
+too (3 parameters), starting from the catalogue's with a Gaussian prior of
+:data:`FWHM_PRIOR` of it: a catalogue's mean FWHM is not every object's. g, r, i are fitted
+together with their linear amplitudes solved per band (lenstronomy's ``multi-linear``).
+The likelihood itself is :mod:`lensjobs.fit.likelihood`.
 
 Initial values and widths of the mass come from the regressor; bounds reach far enough
 that a regressor off by 3 sigma (or more) still lets the fit reach the truth. The source
@@ -36,11 +38,17 @@ KWARGS_MODEL = {
 }
 # DES coadd: 10 x 90 s per band; the Poisson term in image units (zero point MAGZERO).
 EXPOSURE_SECONDS = 900.0
-PSF_TRUNCATION = 5.0  # Gaussian PSF cut at 5 sigma
+# The Gaussian PSF reaches 5 sigma of the widest FWHM its bounds allow.
+PSF_TRUNCATION = 5.0
+FWHM_PRIOR = 0.1  # prior sigma of the PSF FWHM, a fraction of the catalogue's
+FWHM_RANGE = (0.6, 1.6)  # bounds of the PSF FWHM, in units of the catalogue's
 MIN_SIGMA = {"theta_E": 0.05, "center": 0.03, "e": 0.05}
 # Bounds in prior sigmas: a regressor 3 sigma off is well inside.
 PRIOR_REACH = 6.0
 SHEAR_MAX = 0.3
+# A weak Gaussian prior on each shear component: lenses' external shears are mostly below
+# 0.1, and without it a small lens can trade its ellipticity for a shear at the bound.
+SHEAR_PRIOR_SIGMA = 0.1
 ELLIPTICITY_MAX = 0.5
 # The physical parameters of the lens: reported with calibrated errors, checked for bounds.
 LENS_PARAMETERS = (
@@ -56,13 +64,24 @@ LENS_PARAMETERS = (
 
 @dataclass
 class Start:
-    """Initial values, widths (for the PSO's spread and the optimiser's scale) and hard
-    bounds, each an array in :data:`NAMES` order."""
+    """Initial values, widths (for the PSO's spread and the optimiser's scale), hard
+    bounds, and Gaussian priors (mean and sigma; sigma inf: flat within the bounds), each
+    an array in :data:`NAMES` order."""
 
     init: np.ndarray
     sigma: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    prior_mean: np.ndarray
+    prior_sigma: np.ndarray
+
+    def log_prior(self, points: np.ndarray) -> np.ndarray:
+        """The log-prior of parameter vectors ``(..., ndim)`` inside the bounds, up to a
+        constant (the bounds themselves are the sampler's)."""
+        return -0.5 * np.sum(((points - self.prior_mean) / self.prior_sigma) ** 2, axis=-1)
+
+    def log_prior_gradient(self, point: np.ndarray) -> np.ndarray:
+        return -(point - self.prior_mean) / self.prior_sigma**2
 
 
 def likelihood_mask(candidate: Candidate) -> np.ndarray:
@@ -86,14 +105,19 @@ def background_rms(candidate: Candidate) -> np.ndarray:
     return np.array([float(candidate.prior[f"BKG_RMS_{b.upper()}"]) for b in BANDS])
 
 
+def psf_radius(candidate: Candidate) -> int:
+    """Pixels the Gaussian PSF reaches: PSF_TRUNCATION sigma of the widest FWHM allowed."""
+    sigma = FWHM_RANGE[1] * candidate.fwhm.max() / likelihood.FWHM_PER_SIGMA
+    return int(PSF_TRUNCATION * sigma / candidate.pixscale + 0.5)
+
+
 def likelihood_data(candidate: Candidate, supersampling: int) -> Data:
     return likelihood.make_data(
         candidate.cutout,
         likelihood_mask(candidate),
         background_rms(candidate),
         exposure_times(candidate),
-        candidate.fwhm,
-        PSF_TRUNCATION,
+        psf_radius(candidate),
         candidate.pixscale,
         supersampling,
     )
@@ -128,7 +152,8 @@ def start(candidate: Candidate) -> Start:
         for v, c in zip(_source_start(candidate, theta, cx, cy), (cx, cy), strict=True)
     )
     e_max = ELLIPTICITY_MAX
-    # name: (init, sigma, lower, upper)
+    # name: (init, sigma, lower, upper); the FWHMs also have a Gaussian prior, below.
+    fwhm = dict(zip(BANDS, (float(f) for f in candidate.fwhm), strict=True))
     table: dict[str, tuple[float, float, float, float]] = {
         "theta_E_lens0": (
             theta,
@@ -152,14 +177,24 @@ def start(candidate: Candidate) -> Start:
         "e2_lens_light0": (e2, 0.1, -e_max, e_max),
         "center_x_lens_light0": (cx, centre_sigma, cx - reach, cx + reach),
         "center_y_lens_light0": (cy, centre_sigma, cy - reach, cy + reach),
+        **{
+            f"fwhm_{b}": (f, FWHM_PRIOR * f, FWHM_RANGE[0] * f, FWHM_RANGE[1] * f)
+            for b, f in fwhm.items()
+        },
     }
     init, sigma, lower, upper = (np.array(v) for v in zip(*(table[n] for n in NAMES), strict=True))
-    return Start(init=init, sigma=sigma, lower=lower, upper=upper)
+    prior_mean, prior_sigma = np.zeros(len(NAMES)), np.full(len(NAMES), np.inf)
+    for name in ("gamma1_lens1", "gamma2_lens1"):
+        prior_sigma[NAMES.index(name)] = SHEAR_PRIOR_SIGMA
+    for b, f in fwhm.items():
+        k = NAMES.index(f"fwhm_{b}")
+        prior_mean[k], prior_sigma[k] = f, FWHM_PRIOR * f
+    return Start(init, sigma, lower, upper, prior_mean, prior_sigma)
 
 
 def to_kwargs(args: np.ndarray) -> dict[str, list[dict[str, Any]]]:
     """lenstronomy's keyword lists for a parameter vector (the constraints applied)."""
-    v = dict(zip(NAMES, (float(a) for a in args), strict=True))
+    v = dict(zip(NAMES, (float(a) for a in args), strict=True))  # the FWHMs are not lenstronomy's
 
     def part(suffix: str, keys: tuple[str, ...]) -> dict[str, float]:
         return {k: v[f"{k}_{suffix}"] for k in keys}

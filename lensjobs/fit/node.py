@@ -35,9 +35,10 @@ from lensjobs.fit.sampling import Clock, Sampler, SamplerState, posterior
 EXIT_DONE, EXIT_BAD_INPUT, EXIT_CHECKPOINT = 0, 2, 85
 CHECKPOINT = "checkpoint.npz"
 POOR_FIT_CHI2 = 2.0  # joint reduced chi^2 above this: POOR_FIT
-# A lens parameter is AT_BOUND when this share of its posterior lies beyond, or within
-# BOUND_MARGIN of the range from, one of its bounds.
-BOUND_SHARE, BOUND_MARGIN = 0.05, 0.02
+# A parameter is at a bound when its 16-84 % interval reaches within this fraction of its
+# range from one: the posterior piles up there (MCMC), or its Gaussian runs past it
+# (Laplace), so the error bar is not to be trusted.
+BOUND_MARGIN = 0.02
 
 
 @dataclass
@@ -55,12 +56,17 @@ class Problem:
     def log_likelihood(self, args: np.ndarray) -> float:
         return float(likelihood.value(np.asarray(args, dtype=float), self.data))
 
-    def log_likelihoods(self, points: np.ndarray) -> np.ndarray:
-        return np.array(likelihood.values(np.asarray(points, dtype=float), self.data))
+    def log_posteriors(self, points: np.ndarray) -> np.ndarray:
+        """Unnormalised log-posterior of each row (bounds are the sampler's)."""
+        points = np.asarray(points, dtype=float)
+        return np.array(likelihood.values(points, self.data)) + self.start.log_prior(points)
 
     def value_and_grad(self, args: np.ndarray) -> tuple[float, np.ndarray]:
-        value, grad = likelihood.value_and_grad(np.asarray(args, dtype=float), self.data)
-        return float(value), np.array(grad)
+        """The log-posterior and its gradient."""
+        args = np.asarray(args, dtype=float)
+        value, grad = likelihood.value_and_grad(args, self.data)
+        prior = float(self.start.log_prior(args))
+        return float(value) + prior, np.array(grad) + self.start.log_prior_gradient(args)
 
     @property
     def seed(self) -> int:
@@ -69,7 +75,7 @@ class Problem:
     def sampler(self) -> Sampler:
         s = self.start
         return Sampler(
-            self.log_likelihoods,
+            self.log_posteriors,
             self.value_and_grad,
             s.init,
             s.sigma,
@@ -198,12 +204,16 @@ def _summaries(samples: np.ndarray, best: np.ndarray, names: list[str]) -> dict[
 
 
 def at_bound(
-    samples: np.ndarray, lower: np.ndarray, upper: np.ndarray, names: list[str]
+    summaries: dict[str, Any], lower: np.ndarray, upper: np.ndarray, names: list[str]
 ) -> list[str]:
-    """The parameters whose posterior piles up at a bound (BOUND_SHARE, BOUND_MARGIN)."""
+    """The parameters whose 16-84 % interval reaches a bound (BOUND_MARGIN)."""
     margin = BOUND_MARGIN * (upper - lower)
-    near = (samples <= lower + margin) | (samples >= upper - margin)
-    return [n for k, n in enumerate(names) if near[:, k].mean() >= BOUND_SHARE]
+    return [
+        n
+        for k, n in enumerate(names)
+        if summaries[n]["p16"] <= lower[k] + margin[k]
+        or summaries[n]["p84"] >= upper[k] - margin[k]
+    ]
 
 
 def fit_quality(problem: Problem, best: np.ndarray) -> dict[str, Any]:
@@ -247,7 +257,8 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
     best = state.optimum if state.chain is None else _chain_best(state)
     quality = fit_quality(problem, best)
     chi2 = quality["reduced_chi2"]
-    bounded = at_bound(samples, problem.start.lower, problem.start.upper, problem.names)
+    summaries = _summaries(samples, best, problem.names)
+    bounded = at_bound(summaries, problem.start.lower, problem.start.upper, problem.names)
     flag, reason = _flag(state, chi2["joint"], bounded)
     warnings = [f"{n} at its bound" for n in bounded if n not in LENS_PARAMETERS]
     acceptance = None
@@ -255,7 +266,6 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         acceptance = float(np.mean(state.accepted / (len(state.chain) - 1)))
         if not 0.1 < acceptance < 0.8:
             warnings.append(f"acceptance fraction {acceptance:.2f}")
-    summaries = _summaries(samples, best, problem.names)
     floors = errors.calibration()
     files = [
         outputs.model_png(
@@ -298,6 +308,7 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         "log_likelihood": problem.log_likelihood(best),
         "effective_data_points": quality["effective_data_points"],
         "posterior": "laplace" if state.chain is None else "mcmc",
+        "laplace_failed": state.fallback or None,
         "converged": state.converged,
         "optimiser": state.optimiser,
         "mcmc": None

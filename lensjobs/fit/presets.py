@@ -31,12 +31,18 @@ class FitPreset(BaseModel):
     sampler: Literal["laplace", "mcmc"] = "laplace"
     posterior_draws: int = Field(4000, ge=1, description="Laplace: samples drawn for plots")
     walker_ratio: int = Field(4, ge=2, description="emcee walkers per free parameter")
-    burn_in: int = Field(0, ge=0, description="MCMC steps discarded at least")
-    min_steps: int = Field(1, ge=1, description="MCMC steps before convergence is checked")
-    max_steps: int = Field(1, ge=1, description="MCMC steps at most")
-    chunk: int = Field(50, ge=1, description="MCMC steps between convergence checks")
+    # MCMC: the sampler of "mcmc" presets, and where a Laplace preset falls back when the
+    # log-likelihood is not peaked at its optimum.
+    burn_in: int = Field(100, ge=0, description="MCMC steps discarded at least")
+    min_steps: int = Field(300, ge=1, description="MCMC steps before convergence is checked")
+    max_steps: int = Field(1000, ge=1, description="MCMC steps at most")
+    chunk: int = Field(100, ge=1, description="MCMC steps between convergence checks")
     converge: bool = Field(True, description="stop on convergence instead of at max_steps")
-    tau_factor: float = Field(50.0, description="converged when post-burn-in steps > factor x tau")
+    tau_factor: float = Field(
+        20.0,
+        description="converged when post-burn-in steps > factor x tau (every walker then "
+        "holds 20 independent samples; the ensemble, walkers x 20)",
+    )
     tau_rtol: float = Field(0.1, description="... and tau moved less than this over a chunk")
     moves: str = Field(
         "de",
@@ -63,12 +69,8 @@ PRESETS: dict[str, FitPreset] = {
         pso_particles=40,
         pso_iterations=40,
         sampler="mcmc",
-        walker_ratio=4,
-        burn_in=100,
         min_steps=500,
         max_steps=10000,
-        chunk=100,
-        tau_factor=50.0,
         median_cpu_seconds=300,
     ),
     "seed": FitPreset(
@@ -81,6 +83,7 @@ PRESETS: dict[str, FitPreset] = {
         burn_in=400,
         min_steps=1400,
         max_steps=1400,
+        chunk=50,
         converge=False,
         moves="stretch",
         median_cpu_seconds=900,

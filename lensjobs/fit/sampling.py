@@ -12,10 +12,11 @@ plus JSON (never pickles). Random states are restored exactly and the MCMC advan
 fixed-size chunks, so a fit interrupted and resumed any number of times gives the same
 result as an uninterrupted one.
 
-MCMC convergence is decided from the chain itself (:func:`assess_chain`): the burn-in is
-a few autocorrelation times measured on the chain's settled second half, and the chain
-has converged when what follows the burn-in is ``tau_factor`` autocorrelation times long
-and that time no longer moves when the last chunk is left out.
+MCMC convergence is decided from the chain itself (:func:`assess_chain`): the burn-in
+lasts until the walkers have arrived where the chain's second half lives, and at least a
+few autocorrelation times; the chain has converged when what follows the burn-in is
+``tau_factor`` autocorrelation times long and that time no longer moves when the last
+chunk is left out.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ MOVES = {
 BURN_IN_TAUS = 3.0  # burn-in: this many autocorrelation times of the settled chain
 # Finite-difference step of the Hessian, in units of the parameters' prior widths.
 HESSIAN_STEP = 1e-4
+# The optimiser's polish: rounds at most, and how near the peak (in posterior widths) the
+# gradient must put it.
+POLISH_ROUNDS = 4
+GRADIENT_TOL = 0.1
+# A parameter this close to a bound (in units of its range) is pinned there.
+PINNED = 1e-6
 OPTIMISER_STARTS = 2  # L-BFGS-B from the best particle and the best one unlike it
 
 
@@ -64,7 +71,7 @@ class SamplerState:
     best_logl: np.ndarray | None = None
     path: np.ndarray | None = None  # (k, ndim) best point after each PSO/optimiser step
     optimum: np.ndarray | None = None
-    optimum_logl: float = -math.inf
+    optimum_logp: float = -math.inf
     optimiser: dict[str, Any] = field(default_factory=dict)
     covariance: np.ndarray | None = None
     chain: np.ndarray | None = None  # (steps + 1, walkers, ndim), the start first
@@ -75,6 +82,7 @@ class SamplerState:
     burn_in: int = 0
     converged: bool = False
     problem: str = ""  # why the result is not converged, when it is not
+    fallback: str = ""  # why a Laplace preset fell back on MCMC
     evaluations: int = 0
     gradients: int = 0
     cpu_seconds: float = 0.0
@@ -127,13 +135,30 @@ def _tau(chain: np.ndarray) -> float:
 
 
 def assess_chain(
-    chain: np.ndarray, min_burn_in: int, tau_factor: float, tau_rtol: float, chunk: int
+    chain: np.ndarray,
+    log_prob: np.ndarray,
+    min_burn_in: int,
+    tau_factor: float,
+    tau_rtol: float,
+    chunk: int,
 ) -> ChainAssessment:
-    """Burn-in and convergence of an emcee chain ``(steps, walkers, ndim)``."""
+    """Burn-in and convergence of an emcee chain ``(steps, walkers, ndim)`` with its
+    ``log_prob`` ``(steps, walkers)``.
+
+    The burn-in ends once the walkers have arrived (their mean log-probability first
+    reaches the 2.5th percentile of what it is over the chain's second half) and is at
+    least BURN_IN_TAUS autocorrelation times of that half, and the preset's minimum. The
+    chain has converged when what follows is ``tau_factor`` autocorrelation times long and
+    that time moved less than ``tau_rtol`` when the last chunk is left out."""
     steps = len(chain)
     settled = _tau(chain[steps // 2 :])
-    burn_in = min_burn_in if not math.isfinite(settled) else math.ceil(BURN_IN_TAUS * settled)
-    burn_in = min(max(burn_in, min_burn_in), steps // 2)
+    walker_mean = log_prob.mean(axis=1)
+    typical = np.percentile(walker_mean[steps // 2 :], 2.5)
+    arrived = int(np.argmax(walker_mean >= typical))
+    burn_in = max(min_burn_in, arrived)
+    if math.isfinite(settled):
+        burn_in = max(burn_in, math.ceil(BURN_IN_TAUS * settled))
+    burn_in = min(burn_in, steps // 2)
     tau = _tau(chain[burn_in:])
     earlier = _tau(chain[burn_in : steps - chunk])
     converged = (
@@ -162,12 +187,12 @@ def _random_state_from_json(d: dict[str, Any]) -> tuple:
 class Sampler:
     """Runs one fit's phases, checkpointing between steps when asked to stop.
 
-    ``logl_many(points)`` gives the log-likelihood of each row of ``points``;
-    ``value_and_grad(point)`` one value and its gradient."""
+    ``logp_many(points)`` gives the log-posterior (up to a constant) of each row of
+    ``points``; ``value_and_grad(point)`` one value and its gradient."""
 
     def __init__(
         self,
-        logl_many: Callable[[np.ndarray], np.ndarray],
+        logp_many: Callable[[np.ndarray], np.ndarray],
         value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
         init: np.ndarray,
         sigma: np.ndarray,
@@ -176,7 +201,7 @@ class Sampler:
         preset: FitPreset,
         seed: int,
     ) -> None:
-        self.logl_many = logl_many
+        self.logp_many = logp_many
         self.value_and_grad = value_and_grad
         self.init, self.sigma, self.lower, self.upper = init, sigma, lower, upper
         self.preset = preset
@@ -186,7 +211,7 @@ class Sampler:
 
     def _evaluate(self, state: SamplerState, points: np.ndarray) -> np.ndarray:
         state.evaluations += len(points)
-        return np.array(self.logl_many(points), dtype=float)
+        return np.array(self.logp_many(points), dtype=float)
 
     def start(self) -> SamplerState:
         state = SamplerState()
@@ -239,7 +264,7 @@ class Sampler:
                 state.phase = "optimise"
             else:  # the notebooks' recipe: MCMC straight from the swarm's best
                 state.optimum = state.best_position[np.argmax(state.best_logl)]
-                state.optimum_logl = float(np.max(state.best_logl))
+                state.optimum_logp = float(np.max(state.best_logl))
                 self._start_mcmc(state, rng, self.sigma)
         state.rng = rng.bit_generator.state
 
@@ -267,32 +292,34 @@ class Sampler:
             self.preset.optimiser_iterations,
         )
         state.gradients += found.gradients
-        state.optimum, state.optimum_logl = found.optimum, found.log_likelihood
+        state.optimum, state.optimum_logp = found.optimum, found.log_posterior
         state.optimiser = found.summary
         if len(found.path):
             state.path = np.vstack([state.path, found.path])
-        if self.preset.sampler == "laplace":
-            state.phase = "laplace"
-        else:
-            rng = np.random.default_rng()
-            rng.bit_generator.state = state.rng
-            self._laplace(state)
-            widths = (
-                np.sqrt(np.diag(state.covariance)) if state.covariance is not None else self.sigma
-            )
-            self._start_mcmc(state, rng, widths)
-            state.rng = rng.bit_generator.state
+        state.phase = "laplace"
 
     def _laplace(self, state: SamplerState) -> None:
-        state.covariance, state.problem = laplace_covariance(
-            self.value_and_grad, state.optimum, self.sigma
+        """The Laplace approximation; the posterior when the preset asks for it and it
+        exists, else where MCMC starts (a Laplace preset falls back on MCMC, saying why)."""
+        state.covariance, problem = laplace_covariance(
+            self.value_and_grad, state.optimum, self.sigma, self.lower, self.upper
         )
         state.gradients += 2 * self.ndim
-        if self.preset.sampler == "laplace":
-            if not state.optimiser.get("success", False) and not state.problem:
+        if self.preset.sampler == "laplace" and state.covariance is not None:
+            if not state.optimiser.get("success", False):
                 state.problem = f"the optimiser stopped early: {state.optimiser.get('message')}"
             state.converged = not state.problem
             state.phase = "done"
+            return
+        if self.preset.sampler == "laplace":
+            state.fallback = problem
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state.rng
+        widths = self.sigma
+        if state.covariance is not None:
+            widths = np.maximum(np.sqrt(np.diag(state.covariance)), 1e-3 * self.sigma)
+        self._start_mcmc(state, rng, widths)
+        state.rng = rng.bit_generator.state
 
     def _start_mcmc(
         self, state: SamplerState, rng: np.random.Generator, widths: np.ndarray
@@ -311,12 +338,11 @@ class Sampler:
         state.phase = "mcmc"
 
     def _log_prob(self, points: np.ndarray) -> np.ndarray:
-        """log L inside the bounds (a flat prior), -inf outside."""
+        """The log-posterior inside the bounds, -inf outside. Every point is evaluated, so
+        that the compiled likelihood always sees batches of one shape (a new shape would
+        compile it again)."""
         inside = np.all((points >= self.lower) & (points <= self.upper), axis=1)
-        out = np.full(len(points), -np.inf)
-        if inside.any():
-            out[inside] = self.logl_many(points[inside])
-        return out
+        return np.where(inside, self.logp_many(np.clip(points, self.lower, self.upper)), -np.inf)
 
     def _mcmc_chunk(self, state: SamplerState) -> None:
         p = self.preset
@@ -337,7 +363,9 @@ class Sampler:
         steps = len(state.chain) - 1
         if steps < p.min_steps:
             return
-        found = assess_chain(state.chain[1:], p.burn_in, p.tau_factor, p.tau_rtol, p.chunk)
+        found = assess_chain(
+            state.chain[1:], state.log_prob[1:], p.burn_in, p.tau_factor, p.tau_rtol, p.chunk
+        )
         state.burn_in, state.tau, state.converged = found.burn_in, found.tau, found.converged
         if (p.converge and state.converged) or steps >= p.max_steps:
             if not state.converged:
@@ -352,10 +380,45 @@ class Sampler:
 @dataclass
 class Optimum:
     optimum: np.ndarray
-    log_likelihood: float
+    log_posterior: float
     path: np.ndarray  # the best start's iterates, (k, ndim)
     gradients: int
     summary: dict[str, Any]
+
+
+class _Counted:
+    """-log p and its gradient in units of ``scale`` around ``origin``, counting calls."""
+
+    def __init__(self, value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]]) -> None:
+        self.value_and_grad = value_and_grad
+        self.calls = 0
+
+    def minimise(
+        self,
+        start_point: np.ndarray,
+        origin: np.ndarray,
+        scale: np.ndarray,
+        lower: np.ndarray,
+        upper: np.ndarray,
+        max_iterations: int,
+        path: list[np.ndarray],
+    ) -> tuple[np.ndarray, float, optimize.OptimizeResult]:
+        def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
+            self.calls += 1
+            value, grad = self.value_and_grad(origin + z * scale)
+            return -float(value), -np.asarray(grad, dtype=float) * scale
+
+        bounds = np.transpose([(lower - origin) / scale, (upper - origin) / scale])
+        result = optimize.minimize(
+            objective,
+            np.clip((start_point - origin) / scale, bounds[:, 0], bounds[:, 1]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+            callback=lambda z: path.append(origin + z * scale),
+            options={"maxiter": max_iterations, "maxcor": 30},
+        )
+        return np.clip(origin + result.x * scale, lower, upper), -float(result.fun), result
 
 
 def optimise(
@@ -367,61 +430,92 @@ def optimise(
     upper: np.ndarray,
     max_iterations: int,
 ) -> Optimum:
-    """The highest log-likelihood L-BFGS-B reaches from any of ``starts``, within the bounds,
-    in units of ``scale`` around ``origin`` (so that all parameters weigh alike)."""
-    bounds = list(zip((lower - origin) / scale, (upper - origin) / scale, strict=True))
-    count = 0
+    """The highest log-posterior L-BFGS-B reaches from any of ``starts`` within the bounds.
 
-    def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal count
-        count += 1
-        value, grad = value_and_grad(origin + z * scale)
-        return -float(value), -np.asarray(grad, dtype=float) * scale
-
+    The first pass works in units of ``scale`` (prior widths); posterior widths differ
+    from those by up to 10^3 between parameters, which stalls L-BFGS-B far from the peak,
+    so the best point is then polished in units of its own curvature (the diagonal of the
+    Hessian) until the gradient, in those units, says it is within GRADIENT_TOL posterior
+    widths of the peak in every free parameter."""
+    counted = _Counted(value_and_grad)
     runs = []
     for start_point in starts:
         path: list[np.ndarray] = []
-        result = optimize.minimize(
-            objective,
-            np.clip((start_point - origin) / scale, *np.transpose(bounds)),
-            jac=True,
-            method="L-BFGS-B",
-            bounds=bounds,
-            callback=lambda z, path=path: path.append(origin + z * scale),
-            options={"maxiter": max_iterations, "maxcor": 30},
+        x, value, result = counted.minimise(
+            start_point, origin, scale, lower, upper, max_iterations, path
         )
-        runs.append((result, path))
-    best, path = min(runs, key=lambda run: run[0].fun)
+        runs.append((value, x, path, result))
+    best_value, x, path, _ = max(runs, key=lambda run: run[0])
+    iterations = sum(run[3].nit for run in runs)
+    off = math.inf
+    for _ in range(POLISH_ROUNDS):
+        width = _curvature_widths(value_and_grad, x, scale)
+        counted.calls += 2 * len(x)
+        free = np.minimum(x - lower, upper - x) > PINNED * (upper - lower)
+        off = float(np.max(np.abs(value_and_grad(x)[1] * width)[free], initial=0.0))
+        counted.calls += 1
+        if off < GRADIENT_TOL:
+            break
+        x, value, result = counted.minimise(x, x, width, lower, upper, max_iterations, path)
+        iterations += result.nit
+        best_value = max(best_value, value)
+    converged = off < GRADIENT_TOL
     return Optimum(
-        optimum=np.clip(origin + best.x * scale, lower, upper),
-        log_likelihood=-float(best.fun),
+        optimum=x,
+        log_posterior=best_value,
         path=np.array(path).reshape(-1, len(origin)),
-        gradients=count,
+        gradients=counted.calls,
         summary={
             "starts": len(runs),
-            "iterations": int(sum(r.nit for r, _ in runs)),
-            "success": bool(best.success),
-            "message": str(best.message),
-            "log_likelihoods": [-float(r.fun) for r, _ in runs],
+            "iterations": int(iterations),
+            "success": converged,
+            "message": "converged"
+            if converged
+            else f"the gradient still points {off:.2g} posterior widths away",
+            "log_posteriors": [run[0] for run in runs],
         },
     )
+
+
+def _curvature_widths(
+    value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x: np.ndarray,
+    scale: np.ndarray,
+) -> np.ndarray:
+    """1 / sqrt of the diagonal of the Hessian of -log p (central differences), at most
+    ``scale``: the width of the posterior along each parameter, the others held."""
+    step = HESSIAN_STEP * scale
+    widths = np.empty(len(x))
+    for d in range(len(x)):
+        offset = np.zeros(len(x))
+        offset[d] = step[d]
+        curvature = -(value_and_grad(x + offset)[1][d] - value_and_grad(x - offset)[1][d]) / (
+            2 * step[d]
+        )
+        widths[d] = 1 / math.sqrt(curvature) if curvature > 0 else math.inf
+    return np.minimum(widths, scale)
 
 
 def laplace_covariance(
     value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
     x0: np.ndarray,
     scale: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
 ) -> tuple[np.ndarray | None, str]:
     """The inverse Hessian of -log L at ``x0`` (central differences of the exact gradient,
-    steps of HESSIAN_STEP x ``scale``), or None and why when -log L is not peaked there."""
-    ndim = len(x0)
+    steps of HESSIAN_STEP x ``scale``), or None and why when -log L is not peaked there.
+    Parameters pinned at a bound get no variance: the optimum is the bound, not a peak
+    (the fit flags them)."""
+    pinned = np.minimum(x0 - lower, upper - x0) <= PINNED * (upper - lower)
+    free = np.flatnonzero(~pinned)
     step = HESSIAN_STEP * scale
     columns = []
-    for d in range(ndim):
-        offset = np.zeros(ndim)
+    for d in free:
+        offset = np.zeros(len(x0))
         offset[d] = step[d]
-        plus = np.asarray(value_and_grad(x0 + offset)[1])
-        minus = np.asarray(value_and_grad(x0 - offset)[1])
+        plus = np.asarray(value_and_grad(x0 + offset)[1])[free]
+        minus = np.asarray(value_and_grad(x0 - offset)[1])[free]
         columns.append((plus - minus) / (2 * step[d]))
     hessian = -np.array(columns)
     hessian = (hessian + hessian.T) / 2
@@ -438,7 +532,9 @@ def laplace_covariance(
             None,
             "the log-likelihood is not peaked at the optimum (Hessian not negative definite)",
         )
-    return np.linalg.inv(scaled) / np.outer(diag, diag), ""
+    covariance = np.zeros((len(x0), len(x0)))
+    covariance[np.ix_(free, free)] = np.linalg.inv(scaled) / np.outer(diag, diag)
+    return covariance, ""
 
 
 def posterior(state: SamplerState, preset: FitPreset, draws: int, seed: int) -> np.ndarray:

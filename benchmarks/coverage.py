@@ -1,0 +1,289 @@
+"""Do the errors tell the truth? Accuracy, coverage and cost of the fit presets on
+simulations the fit never saw.
+
+    # calibrate the systematic floors on one model-breaking set ...
+    .venv/bin/python benchmarks/coverage.py --sets breaking:11:100 \
+        --calibrate lensjobs/fit/systematics.json
+    # ... and check them on others (the coverage table of BENCHMARKS.md)
+    .venv/bin/python benchmarks/coverage.py --sets breaking:12:100,matching:13:50
+    # standard beside the notebooks' recipe, or beside MCMC, on the same lenses
+    .venv/bin/python benchmarks/coverage.py --sets breaking:14:10 --presets standard,seed
+
+A set is ``KIND:SEED:N``: N lenses from ``lensjobs simulate`` with that seed, ``breaking``
+(``--model-breaking``: power-law mass, Moffat PSF with a wrong FWHM, clumpy source, bulge +
+disk lens light, correlated noise; 0-2 interlopers) or ``matching`` (what the fitted
+model describes: SIE + shear, Sersic light and source, Gaussian PSF, no interlopers).
+Priors come from the released networks (``node infer``, ``node split``), and every
+candidate is fitted by ``lensjobs node fit`` in batches, ``--jobs`` processes at a time,
+single-threaded, as fit jobs run.
+
+Reported per set and preset: per lens parameter the share of truths within 1 and 2 sigma
+(statistical only, and total = statistical + systematic), median |dtheta_E| / theta_E, the
+share within 10 % and beyond 20 % (catastrophic), flags, CPU seconds per fit (the fit's
+own, and the fit processes' whole CPU time per fit: start-up and compilation included).
+With ``--calibrate FILE`` the set's fits calibrate each floor: the smallest that puts
+68.3 % of the truths within 1 total sigma and 95.4 % within 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from common import lensjobs
+
+from lensjobs.fit.errors import systematic
+from lensjobs.fit.model import LENS_PARAMETERS
+from lensjobs.simulate import TRUTH_PARAMETERS, SimulationSettings, simulate_catalog
+
+FITTED = ("OK", "NOT_CONVERGED", "AT_BOUND", "POOR_FIT")
+# theta_E's floor is a fraction of theta_E; the others are absolute.
+RELATIVE = {"theta_E_lens0"}
+TARGETS = (0.683, 0.954)
+
+
+def make_set(out: Path, kind: str, seed: int, n: int) -> Path:
+    """Simulate, infer and split a set once; returns its directory."""
+    directory = out / f"{kind}-{seed}-{n}"
+    nodes = directory / "nodes"
+    if nodes.exists():
+        return directory
+    settings = SimulationSettings(nonlens_frac=0.0, model_breaking=kind == "breaking")
+    if kind == "matching":
+        settings = settings.model_copy(update={"max_interlopers": 0})
+    catalog = simulate_catalog(directory / "candidates.fits", n, seed, settings, workers=2)
+    lensjobs("node", "infer", catalog, "--out", directory / "infer")
+    lensjobs("node", "split", catalog, directory / "infer" / "priors.fits", "--out", nodes)
+    return directory
+
+
+def fit_set(directory: Path, preset: str, jobs: int) -> tuple[float, int]:
+    """Fit every candidate not fitted yet, in ``jobs`` batch processes; returns the CPU
+    seconds those processes used (start-up and compilation included) and how many fits
+    they made."""
+    ids = sorted(p.name for p in (directory / "nodes").iterdir())
+    out = directory / preset
+    todo = [i for i in ids if not (out / i / f"{i}.tar.gz").exists()]
+    batches = [todo[k::jobs] for k in range(jobs) if todo[k::jobs]]
+    for k, batch in enumerate(batches):
+        inputs = directory / f"batch-{preset}-{k}"
+        inputs.mkdir(exist_ok=True)
+        for cid in batch:
+            link = inputs / f"{cid}.fits"
+            if not link.exists():
+                link.symlink_to((directory / "nodes" / cid / "input.fits").resolve())
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    def run(k: int) -> None:
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "lensjobs", "node", "fit"),
+                *(directory / f"batch-{preset}-{k}", "--out", out, "--preset", preset),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            check=False,
+        )
+
+    with ThreadPoolExecutor(jobs) as pool:
+        list(pool.map(run, range(len(batches))))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    spent = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return spent, len(todo)
+
+
+def collect(directory: Path, preset: str) -> list[dict]:
+    """One record per lens: flag, CPU, and per lens parameter (value, stat, total, truth)."""
+    with fits.open(directory / "candidates.fits") as hdul:
+        truth = {r["COADD_OBJECT_ID"]: r for r in Table.read(hdul["TRUTH"])}
+    records = []
+    for cid, t in truth.items():
+        params = json.loads((directory / preset / cid / "params.json").read_text())
+        record = {"id": cid, "flag": params["flag"], "cpu": params.get("cpu_seconds", math.nan)}
+        if params["flag"] in FITTED:
+            for name in LENS_PARAMETERS:
+                p, e = params["parameters"][name], params["errors"][name]
+                record[name] = {
+                    "value": p["median"],
+                    "statistical": e["statistical"],
+                    "total": e["total"],
+                    "truth": float(t[TRUTH_PARAMETERS[name]]),
+                }
+        records.append(record)
+    return records
+
+
+def coverage(records: list[dict], name: str, error: str) -> tuple[float, float]:
+    fitted = [r[name] for r in records if name in r]
+    pulls = np.array([abs(p["value"] - p["truth"]) / p[error] for p in fitted])
+    return float(np.mean(pulls <= 1)), float(np.mean(pulls <= 2))
+
+
+def calibrate(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Per lens parameter the smallest floor putting TARGETS of the truths within 1 and 2
+    total sigma (bisection: coverage grows with the floor)."""
+    floors = {}
+    for name in LENS_PARAMETERS:
+        fitted = [r[name] for r in records if name in r]
+        offsets = np.array([abs(p["value"] - p["truth"]) for p in fitted])
+        stat = np.array([p["statistical"] for p in fitted])
+        scale = np.array([abs(p["value"]) for p in fitted]) if name in RELATIVE else 1.0
+
+        def covered(floor: float, stat=stat, scale=scale, offsets=offsets) -> bool:
+            total = np.hypot(stat, floor * scale)
+            return all(
+                np.mean(offsets <= k * total) >= t for k, t in zip((1, 2), TARGETS, strict=True)
+            )
+
+        low, high = 0.0, 1.0
+        if not covered(high):
+            high = 10.0
+        for _ in range(60):
+            mid = (low + high) / 2
+            low, high = (low, mid) if covered(mid) else (mid, high)
+        key = "relative" if name in RELATIVE else "absolute"
+        floors[name] = {key: round(high, 5)}
+    return floors
+
+
+def theta_accuracy(records: list[dict]) -> dict[str, float]:
+    rel = np.array(
+        [
+            abs(r["theta_E_lens0"]["value"] - r["theta_E_lens0"]["truth"])
+            / r["theta_E_lens0"]["truth"]
+            for r in records
+            if "theta_E_lens0" in r
+        ]
+    )
+    return {
+        "median": float(np.median(rel)),
+        "within10": float(np.mean(rel <= 0.10)),
+        "beyond20": float(np.mean(rel > 0.20)),
+    }
+
+
+def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | None) -> None:
+    fitted = [r for r in records if "theta_E_lens0" in r]
+    flags = {}
+    for r in records:
+        flags[r["flag"]] = flags.get(r["flag"], 0) + 1
+    acc = theta_accuracy(records)
+    cpu = np.array([r["cpu"] for r in fitted])
+    print(f"\n### {label}, preset {preset}: {len(fitted)}/{len(records)} fitted")
+    print(f"flags: {', '.join(f'{n} {f}' for f, n in sorted(flags.items()))}")
+    print(
+        f"theta_E: median |d|/theta_E {acc['median']:.2%}, within 10 % {acc['within10']:.1%}, "
+        f"beyond 20 % {acc['beyond20']:.1%}"
+    )
+    whole = f", whole process {cpu_per_fit:.1f}" if cpu_per_fit else ""
+    print(
+        f"CPU s per fit (the fit's own): median {np.median(cpu):.1f}, max {np.max(cpu):.1f}{whole}"
+    )
+    print(
+        "\n| parameter | within 1 sigma, stat | 2 sigma, stat | 1 sigma, total | 2 sigma, total |"
+    )
+    print("|---|---|---|---|---|")
+    for name in LENS_PARAMETERS:
+        s1, s2 = coverage(records, name, "statistical")
+        t1, t2 = coverage(records, name, "total")
+        print(f"| {name} | {s1:.0%} | {s2:.0%} | {t1:.0%} | {t2:.0%} |")
+    ok = [r for r in records if r["flag"] == "OK"]
+    if ok and len(ok) < len(fitted):
+        acc_ok = theta_accuracy(ok)
+        t1, t2 = coverage(ok, "theta_E_lens0", "total")
+        print(
+            f"OK only ({len(ok)}): theta_E median {acc_ok['median']:.2%}, "
+            f"within 1/2 sigma total {t1:.0%}/{t2:.0%}"
+        )
+
+
+def compare(records: dict[str, list[dict]]) -> None:
+    """Statistical widths of each preset against the first, on the lenses both fitted."""
+    first, *others = records
+    for other in others:
+        print(f"\nsigma_stat({other}) / sigma_stat({first}), median over lenses both fitted:")
+        for name in LENS_PARAMETERS:
+            ratios = [
+                b[name]["statistical"] / a[name]["statistical"]
+                for a, b in zip(records[first], records[other], strict=True)
+                if name in a and name in b
+            ]
+            print(f"  {name}: {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sets", required=True, help="KIND:SEED:N[,KIND:SEED:N...]")
+    parser.add_argument("--presets", default="standard")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("runs/coverage"))
+    parser.add_argument("--calibrate", type=Path, help="write the floors to this JSON file")
+    args = parser.parse_args()
+    for spec in args.sets.split(","):
+        kind, seed, n = spec.split(":")
+        if kind not in ("breaking", "matching"):
+            parser.error(f"--sets {spec}: the kind is breaking or matching")
+        directory = make_set(args.out, kind, int(seed), int(n))
+        by_preset = {}
+        for preset in args.presets.split(","):
+            start = time.time()
+            spent, fitted_now = fit_set(directory, preset, args.jobs)
+            by_preset[preset] = collect(directory, preset)
+            per_fit = spent / fitted_now if fitted_now else None
+            report(f"{kind} seed {seed}, {n} lenses", preset, by_preset[preset], per_fit)
+            print(f"wall {time.time() - start:.0f} s for {fitted_now} fits, {args.jobs} at a time")
+        if len(by_preset) > 1:
+            compare(by_preset)
+        if args.calibrate:
+            records = by_preset[args.presets.split(",")[0]]
+            floors = calibrate([r for r in records if r["flag"] != "POOR_FIT"])
+            payload = {
+                "calibration": {
+                    "command": "benchmarks/coverage.py " + " ".join(sys.argv[1:]),
+                    "set": spec,
+                    "preset": args.presets.split(",")[0],
+                    "lenses": sum("theta_E_lens0" in r for r in records),
+                    "date": date.today().isoformat(),
+                    "targets": "68.3 % within 1 total sigma and 95.4 % within 2",
+                },
+                "floors": floors,
+            }
+            args.calibrate.write_text(json.dumps(payload, indent=2) + "\n")
+            print(f"\nfloors written to {args.calibrate}: {floors}")
+            recheck = [
+                {
+                    **r,
+                    **{
+                        name: dict(
+                            r[name],
+                            total=math.hypot(
+                                r[name]["statistical"],
+                                systematic(name, r[name]["value"], floors),
+                            ),
+                        )
+                        for name in LENS_PARAMETERS
+                        if name in r
+                    },
+                }
+                for r in records
+            ]
+            report(
+                f"{kind} seed {seed} with the new floors", args.presets.split(",")[0], recheck, None
+            )
+
+
+if __name__ == "__main__":
+    main()
