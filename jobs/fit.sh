@@ -1,6 +1,6 @@
 #!/bin/bash
 # HTCondor fits_<k> node: fit the batch's inputs in/<ID>.fits one after another into
-# out/<ID>/ (params.json, <ID>.txt, PNGs, chain.npz, <ID>.tar.gz). out/ is the job's
+# out/<ID>/ (params.json, <ID>.txt, PNGs, posterior.npz, <ID>.tar.gz). out/ is the job's
 # checkpoint and its output; the POST script (jobs/collect.sh) files it in the run.
 # Arguments: BATCH PRESET CHECKPOINT_EVERY_SECONDS
 set -u

@@ -179,7 +179,9 @@ def submit(
         str | None, typer.Option(help="Run name (default: the catalogue's file name).")
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where run directories go.")] = Path("runs"),
-    preset: Annotated[str, typer.Option(help="Fit preset: standard, seed or quick.")] = "standard",
+    preset: Annotated[
+        str, typer.Option(help="Fit preset: standard, mcmc, seed (the notebooks') or quick.")
+    ] = "standard",
     fits_per_job: Annotated[
         int | None,
         typer.Option(min=1, help="Candidates per fit job (default: ~45 min of the preset's fits)."),
@@ -633,7 +635,7 @@ def node_fit(
     ],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for the fit's outputs.")],
     preset: Annotated[
-        str, typer.Option(help="standard, seed (the notebooks') or quick.")
+        str, typer.Option(help="standard, mcmc, seed (the notebooks') or quick.")
     ] = "standard",
     checkpoint_every: Annotated[
         float | None,
@@ -642,7 +644,7 @@ def node_fit(
         ),
     ] = None,
 ) -> None:
-    """Fit one candidate, or a batch, with lenstronomy (PSO + MCMC), single-threaded."""
+    """Fit one candidate, or a batch (PSO, gradient optimiser, Laplace or MCMC), single-threaded."""
     from threadpoolctl import threadpool_limits
 
     from lensjobs.fit.batch import run_batch

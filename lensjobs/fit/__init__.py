@@ -1,1 +1,2 @@
-"""The fit node: one candidate, lenstronomy PSO + MCMC."""
+"""The fit of one candidate, or a batch: the lens model, its likelihood (JAX), the optimiser
+and samplers, the error budget, the outputs."""

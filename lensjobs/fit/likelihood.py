@@ -20,8 +20,11 @@ swarm, MCMC walkers) are evaluated in one call.
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
+# A fit runs on the one CPU its job asked for: XLA's own thread pool would only contend.
+os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
 import jax
 
 jax.config.update("jax_enable_x64", True)

@@ -165,8 +165,10 @@ def start(candidate: Candidate) -> Start:
         "e2_lens0": (e2, e_sigma, -e_max, e_max),
         "gamma1_lens1": (0.0, 0.03, -SHEAR_MAX, SHEAR_MAX),
         "gamma2_lens1": (0.0, 0.03, -SHEAR_MAX, SHEAR_MAX),
-        "R_sersic_source_light0": (0.2, 0.1, 0.02, 3.0),
-        "n_sersic_source_light0": (1.0, 0.5, 0.5, 6.0),
+        # Lensed sources are small, disky or irregular galaxies: a cuspy (n > 4) or large
+        # (> 1.5") Sersic is the fit trading the source for the lens light.
+        "R_sersic_source_light0": (0.2, 0.1, 0.02, 1.5),
+        "n_sersic_source_light0": (1.0, 0.5, 0.5, 4.0),
         "e1_source_light0": (0.0, 0.1, -e_max, e_max),
         "e2_source_light0": (0.0, 0.1, -e_max, e_max),
         "center_x_source_light0": (sx, 0.1 * theta, cx - source_reach, cx + source_reach),

@@ -1,5 +1,5 @@
 """What a fit leaves behind: params.json, the notebooks' text summary, three PNGs,
-chain.npz and a tarball of them all. Every file is written atomically."""
+posterior.npz and a tarball of them all. Every file is written atomically."""
 
 from __future__ import annotations
 

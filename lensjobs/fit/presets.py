@@ -30,12 +30,12 @@ class FitPreset(BaseModel):
     optimiser_iterations: int = Field(500, ge=1)
     sampler: Literal["laplace", "mcmc"] = "laplace"
     posterior_draws: int = Field(4000, ge=1, description="Laplace: samples drawn for plots")
-    walker_ratio: int = Field(4, ge=2, description="emcee walkers per free parameter")
+    walker_ratio: int = Field(2, ge=2, description="emcee walkers per free parameter")
     # MCMC: the sampler of "mcmc" presets, and where a Laplace preset falls back when the
     # log-likelihood is not peaked at its optimum.
     burn_in: int = Field(100, ge=0, description="MCMC steps discarded at least")
     min_steps: int = Field(300, ge=1, description="MCMC steps before convergence is checked")
-    max_steps: int = Field(1000, ge=1, description="MCMC steps at most")
+    max_steps: int = Field(600, ge=1, description="MCMC steps at most")
     chunk: int = Field(100, ge=1, description="MCMC steps between convergence checks")
     converge: bool = Field(True, description="stop on convergence instead of at max_steps")
     tau_factor: float = Field(
@@ -69,6 +69,7 @@ PRESETS: dict[str, FitPreset] = {
         pso_particles=40,
         pso_iterations=40,
         sampler="mcmc",
+        walker_ratio=4,
         min_steps=500,
         max_steps=10000,
         median_cpu_seconds=300,
