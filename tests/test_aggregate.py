@@ -134,10 +134,11 @@ def test_catalogue_has_one_row_per_candidate_with_status_flag_reason(
     assert list(table["COADD_OBJECT_ID"]) == ids
     np.testing.assert_array_equal(table["RA"], inputs["RA"])
     np.testing.assert_array_equal(table["IN_FLAG"], inputs["FLAG"])
-    assert table.colnames[:18] == [
+    estimates = ["THETA_E", "CENTER_X", "CENTER_Y", "E1", "E2", "GAMMA1", "GAMMA2"]
+    assert table.colnames[: 6 + 4 * len(estimates) + 2] == [
         "COADD_OBJECT_ID", "RA", "DEC", "STATUS", "FLAG", "REASON",
-        "THETA_E", "THETA_E_ERR", "CENTER_X", "CENTER_X_ERR", "CENTER_Y", "CENTER_Y_ERR",
-        "E1", "E1_ERR", "E2", "E2_ERR", "REDUCED_CHI2", "CPU_SECONDS",
+        *(f"{e}{s}" for e in estimates for s in ("", "_ERR", "_ERR_STAT", "_ERR_SYS")),
+        "REDUCED_CHI2", "CPU_SECONDS",
     ]  # fmt: skip
     assert {"TILENAME", "FWHM_WMEAN_G"} <= set(table.colnames)
 
@@ -146,7 +147,13 @@ def test_catalogue_has_one_row_per_candidate_with_status_flag_reason(
         theta = params["parameters"]["theta_E_lens0"]
         assert table["STATUS"][row] == "DONE" and table["FLAG"][row] in FITTED
         assert table["THETA_E"][row] == theta["median"]
-        assert table["THETA_E_ERR"][row] == pytest.approx((theta["p84"] - theta["p16"]) / 2)
+        error = params["errors"]["theta_E_lens0"]
+        assert table["THETA_E_ERR_STAT"][row] == pytest.approx((theta["p84"] - theta["p16"]) / 2)
+        assert table["THETA_E_ERR_SYS"][row] == error["systematic"]
+        assert table["THETA_E_ERR"][row] == pytest.approx(
+            np.hypot(error["statistical"], error["systematic"])
+        )
+        assert table["GAMMA1"][row] == params["parameters"]["gamma1_lens1"]["median"]
         centre = params["parameters"]["center_x_lens_light0"]["median"]
         assert table["CENTER_X"][row] == centre
         assert table["REDUCED_CHI2"][row] == params["reduced_chi2"]["joint"]

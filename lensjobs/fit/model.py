@@ -155,11 +155,13 @@ def start(candidate: Candidate) -> Start:
     # name: (init, sigma, lower, upper); the FWHMs also have a Gaussian prior, below.
     fwhm = dict(zip(BANDS, (float(f) for f in candidate.fwhm), strict=True))
     table: dict[str, tuple[float, float, float, float]] = {
+        # Arcs the segmenter saw are not made by a lens 4x smaller or larger than the
+        # regressor's, however wide its sigma.
         "theta_E_lens0": (
             theta,
             theta_sigma,
-            max(0.05, theta - PRIOR_REACH * theta_sigma),
-            min(2 * half, theta + PRIOR_REACH * theta_sigma),
+            max(0.1, theta / 4, theta - PRIOR_REACH * theta_sigma),
+            min(2 * half, theta * 4, theta + PRIOR_REACH * theta_sigma),
         ),
         "e1_lens0": (e1, e_sigma, -e_max, e_max),
         "e2_lens0": (e2, e_sigma, -e_max, e_max),
