@@ -200,14 +200,20 @@ def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | No
         s1, s2 = coverage(records, name, "statistical")
         t1, t2 = coverage(records, name, "total")
         print(f"| {name} | {s1:.0%} | {s2:.0%} | {t1:.0%} | {t2:.0%} |")
-    ok = [r for r in records if r["flag"] == "OK"]
-    if ok and len(ok) < len(fitted):
-        acc_ok = theta_accuracy(ok)
-        t1, t2 = coverage(ok, "theta_E_lens0", "total")
-        print(
-            f"OK only ({len(ok)}): theta_E median {acc_ok['median']:.2%}, "
-            f"within 1/2 sigma total {t1:.0%}/{t2:.0%}"
-        )
+    print(
+        "\n| flag | lenses | median abs(dtheta_E)/theta_E | within 10 % "
+        "| theta_E within 1 / 2 sigma total |"
+    )
+    print("|---|---|---|---|---|")
+    for flag in FITTED:
+        some = [r for r in fitted if r["flag"] == flag]
+        if some:
+            a = theta_accuracy(some)
+            t1, t2 = coverage(some, "theta_E_lens0", "total")
+            print(
+                f"| {flag} | {len(some)} | {a['median']:.1%} | {a['within10']:.0%} | "
+                f"{t1:.0%} / {t2:.0%} |"
+            )
 
 
 def compare(records: dict[str, list[dict]]) -> None:

@@ -128,13 +128,21 @@ def simulate(
     broken: Annotated[
         int, typer.Option(min=0, help="Give the last N cutouts NaN pixels (demos, tests).")
     ] = 0,
+    model_breaking: Annotated[
+        bool,
+        typer.Option(
+            "--model-breaking",
+            help="Depart from the fitted model as real lenses do: power-law mass, Moffat PSF "
+            "with a wrong FWHM, clumpy source, bulge + disk lens light, correlated noise.",
+        ),
+    ] = False,
 ) -> None:
     """Simulate DES-like lens systems with truth and segmentation labels."""
     from lensjobs.simulate import SimulationSettings, simulate_catalog
 
     if broken > n:
         fail(f"--broken {broken}: more than the {n} systems (--n)")
-    settings = SimulationSettings(nonlens_frac=nonlens_frac)
+    settings = SimulationSettings(nonlens_frac=nonlens_frac, model_breaking=model_breaking)
     try:
         with progress_bar("simulating", n) as progress:
             simulate_catalog(

@@ -15,6 +15,8 @@ from lensjobs.simulate import (
     LENS_LIGHT,
     OTHER,
     SimulationSettings,
+    correlated,
+    moffat_kernel,
     simulate_catalog,
     simulate_system,
 )
@@ -142,3 +144,58 @@ def test_cli_simulate_unwritable_path(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().startswith(f"error: {blocker / 'sim.fits'}: cannot write (")
+
+
+BREAKING = SimulationSettings(nonlens_frac=0.0, model_breaking=True)
+PLAIN_TRUTH = ("THETA_E", "CENTER_X", "E1", "GAMMA2", "SRC_X", "SRC_R_SERSIC", "LENS_MAG_R")
+
+
+def test_model_breaking_departs_only_in_its_own_draws() -> None:
+    """The same seed gives the same lens, light and source draws with or without the
+    departures; only the departures differ, and each is recorded."""
+    plain = systems(8, 5, BREAKING.model_copy(update={"model_breaking": False}))
+    broken = systems(8, 5, BREAKING)
+    for a, b in zip(plain, broken, strict=True):
+        assert all(a.truth[c] == b.truth[c] for c in PLAIN_TRUTH)
+        assert not np.allclose(a.images, b.images)
+        assert (a.truth["SLOPE"], a.truth["N_CLUMPS"], a.truth["BULGE_SHARE"]) == (2.0, 0, 1.0)
+        assert a.truth["PSF_BETA"] == 0 and a.truth["NOISE_CORR_PX"] == 0
+        assert 1.8 <= b.truth["SLOPE"] <= 2.2 and 2.5 <= b.truth["PSF_BETA"] <= 4.5
+        assert 0.3 <= b.truth["BULGE_SHARE"] <= 0.9 and 0.3 <= b.truth["NOISE_CORR_PX"] <= 0.7
+        for band in "GRI":
+            ratio = b.truth[f"FWHM_TRUE_{band}"] / b.truth[f"FWHM_{band}"]
+            assert 0.9 <= ratio <= 1.1 and a.truth[f"FWHM_TRUE_{band}"] == a.truth[f"FWHM_{band}"]
+        assert b.truth["N_CLUMPS"] == 0 or 0.2 <= b.truth["CLUMP_SHARE"] <= 0.5
+    assert {b.truth["N_CLUMPS"] for b in broken} - {0}  # some sources are clumpy
+
+
+def test_moffat_psf_has_its_fwhm_and_wings() -> None:
+    fwhm, pixscale, sub = 1.0, 0.2637, 8
+    kernel = moffat_kernel(fwhm, 2.5, pixscale, sub)
+    half = kernel.shape[0] // 2
+    profile = kernel[half, half:] / kernel[half, half]
+    r = np.arange(len(profile)) * pixscale / sub
+    measured = 2 * np.interp(0.5, profile[::-1], r[::-1])
+    assert measured == pytest.approx(fwhm, rel=0.02)
+    assert kernel.sum() == pytest.approx(1.0)
+    # Wings: light beyond 1.5 FWHM, where a Gaussian of that FWHM has almost none.
+    radius = np.hypot(*np.mgrid[-half : half + 1, -half : half + 1]) * pixscale / sub
+    assert kernel[radius > 1.5 * fwhm].sum() > 0.05
+
+
+def test_correlated_noise_keeps_its_rms_and_correlates_neighbours() -> None:
+    white = np.random.default_rng(0).standard_normal((200, 200))
+    smooth = correlated(white, 0.6)
+    assert smooth.std() == pytest.approx(1.0, rel=0.05)
+    neighbours = np.corrcoef(smooth[:, :-1].ravel(), smooth[:, 1:].ravel())[0, 1]
+    assert neighbours > 0.4
+    assert abs(np.corrcoef(white[:, :-1].ravel(), white[:, 1:].ravel())[0, 1]) < 0.05
+
+
+def test_cli_model_breaking(tmp_path: Path) -> None:
+    out = tmp_path / "broken.fits"
+    result = run_cli("simulate", "--n", "3", "--seed", "4", "--model-breaking", "--out", out)
+    assert result.returncode == 0, result.stderr
+    with fits.open(out) as hdul:
+        truth = hdul["TRUTH"].data
+        assert all(truth["MODEL_BREAKING"]) and all(truth["PSF_BETA"] > 0)

@@ -1,5 +1,6 @@
 """Per-candidate summary PNGs: the fit's model figure left, its corner plot right, and a text
-box (ID, theta_E with its error, joint reduced chi^2, flag) in the corner plot's empty upper
+box (ID, theta_E with its total error and that error's statistical and systematic parts, joint
+reduced chi^2, flag) in the corner plot's empty upper
 right. Composed with Pillow from the fit's own PNGs (no re-fit, no re-plot: ~0.2 s each),
 in parallel. A PNG is rebuilt only when missing or older than its inputs; the bytes are the
 same either way (no timestamps, no software tag)."""
@@ -47,6 +48,7 @@ class SummaryTask:
 def summary_task(run: Path, entry: Entry) -> SummaryTask:
     node = run / "nodes" / entry.id
     theta, err = entry.estimate("THETA_E")
+    stat, sys_ = entry.error_parts("THETA_E")
     chi2 = entry.number("reduced_chi2", "joint")
     return SummaryTask(
         out=run / "summary" / f"{entry.id}.png",
@@ -56,6 +58,7 @@ def summary_task(run: Path, entry: Entry) -> SummaryTask:
         lines=(
             entry.id,
             f"θE = {theta:.3f} ± {err:.3f}″",
+            f"(stat {stat:.3f}, sys {sys_:.3f})",
             f"χ²ν (joint) = {chi2:.2f}",
             f"flag: {entry.flag}",
         ),

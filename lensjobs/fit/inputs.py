@@ -41,7 +41,7 @@ def read_candidate(path: Path) -> Candidate:
     try:
         with fits.open(path) as hdul:
             prior = Table.read(hdul["PRIOR"])[0]
-            return Candidate(
+            candidate = Candidate(
                 id=str(hdul[0].header["CANDID"]),
                 cutout=np.asarray(hdul["CUTOUT"].data, dtype=np.float32),
                 fwhm=np.array([prior[f"FWHM_{b.upper()}"] for b in BANDS], dtype=float),
@@ -57,6 +57,18 @@ def read_candidate(path: Path) -> Candidate:
             f"{path}: not a fit input (needs CUTOUT, SEGMAP and PRIOR extensions and a CANDID "
             "keyword); write it with 'lensjobs node split'"
         ) from None
+    shape = candidate.cutout.shape
+    if len(shape) != 3 or shape[0] != len(BANDS) or shape[1] != shape[2]:
+        raise FitInputError(
+            f"{path}: CUTOUT is {shape}, not {len(BANDS)} square bands; write it with "
+            "'lensjobs node split'"
+        )
+    if candidate.classes.shape != shape[1:]:
+        raise FitInputError(
+            f"{path}: SEGMAP is {candidate.classes.shape} but CUTOUT is {shape[1:]}; write it "
+            "with 'lensjobs node split'"
+        )
+    return candidate
 
 
 def input_hdus(
