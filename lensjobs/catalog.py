@@ -4,8 +4,9 @@ A catalogue is an image HDU holding a cube ``(N, B, H, W)`` (bands g, r, i first
 binary table with N rows in the same order. Two layouts load: the preferred one
 (``EXTNAME='IMAGES'`` and ``EXTNAME='CATALOG'``) and the original notebooks' one (images in
 HDU 1, table in HDU 2, no names). Fatal problems raise :class:`CatalogError` carrying one
-line that says what is wrong, where, and what to do. Per-candidate problems (non-finite or
-all-zero cutouts) are reported by :meth:`CandidateCatalog.scan` and those rows are skipped.
+line that says what is wrong, where, and what to do. Per-candidate problems (non-finite
+pixels, constant bands) are reported by :meth:`CandidateCatalog.scan` and those rows are
+skipped.
 """
 
 from __future__ import annotations
@@ -107,17 +108,25 @@ class CandidateCatalog:
 
 
 def cutout_problems(block: np.ndarray) -> Iterator[tuple[int, str]]:
+    """Cutouts that cannot be fitted: non-finite pixels, or a band without any structure
+    (constant: all zero, or a constant sky level; a fit of it would fail only at the end)."""
     finite = np.isfinite(block)
     n_bad = (~finite).sum(axis=(1, 2, 3))
-    zero_band = ~np.any(np.where(finite, block, 0.0) != 0, axis=(2, 3))
-    for k in np.flatnonzero((n_bad > 0) | zero_band.any(axis=1)):
+    filled = np.where(finite, block, 0.0)
+    constant = filled.max(axis=(2, 3)) == filled.min(axis=(2, 3))
+    zero = constant & (filled.max(axis=(2, 3)) == 0)
+    for k in np.flatnonzero((n_bad > 0) | constant.any(axis=1)):
         if n_bad[k]:
             yield int(k), f"{n_bad[k]} NaN/Inf pixels"
-        elif zero_band[k].all():
+        elif zero[k].all():
             yield int(k), "cutout is all zero"
         else:
-            names = ",".join(b for b, z in zip(BANDS, zero_band[k], strict=True) if z)
-            yield int(k), f"band {names} all zero"
+            parts = [
+                f"band {b} all zero" if z else f"band {b} constant ({filled[k, j, 0, 0]:g})"
+                for j, (b, c, z) in enumerate(zip(BANDS, constant[k], zero[k], strict=True))
+                if c
+            ]
+            yield int(k), ", ".join(parts)
 
 
 def row_dict(row: Table.Row) -> dict[str, object]:

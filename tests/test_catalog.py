@@ -60,20 +60,24 @@ def test_preferred_layout_reorders_bands_and_reads_psf_columns(tmp_path: Path) -
 
 
 def test_scan_flags_bad_cutouts_and_keeps_the_rest(tmp_path: Path) -> None:
-    images = noise_cube(5)
+    images = noise_cube(6)
     images[1, 0, 3, 3] = np.nan
     images[2, 2, 0, 0] = np.inf
     images[3, :3] = 0.0
     images[4, 1] = 0.0
+    images[5, 0] = 0.0
+    images[5, 2] = 7.5  # a sky level without any object: as useless as zeros
     images[0, 3] = np.nan  # the z band is ignored
-    path = write_catalog(tmp_path / "c.fits", images, Table({"COADD_OBJECT_ID": list("vwxyz")}))
+    ids = Table({"COADD_OBJECT_ID": list("uvwxyz")})
+    path = write_catalog(tmp_path / "c.fits", images, ids)
     with open_catalog(path) as cat:
         problems = cat.scan(chunk=2)
     assert [(p.row, p.id, p.reason) for p in problems] == [
-        (1, "w", "1 NaN/Inf pixels"),
-        (2, "x", "1 NaN/Inf pixels"),
-        (3, "y", "cutout is all zero"),
-        (4, "z", "band r all zero"),
+        (1, "v", "1 NaN/Inf pixels"),
+        (2, "w", "1 NaN/Inf pixels"),
+        (3, "x", "cutout is all zero"),
+        (4, "y", "band r all zero"),
+        (5, "z", "band g all zero, band i constant (7.5)"),
     ]
 
 

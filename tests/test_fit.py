@@ -291,6 +291,34 @@ def test_unusable_inputs_fail_with_exit_2(tmp_path: Path, update: dict, reason: 
     assert (params["flag"], params["reason"]) == ("FAILED", reason)
 
 
+def test_a_constant_band_is_refused_before_fitting(tmp_path: Path) -> None:
+    """A band with no structure (a sky level only) cannot be fitted: the fit says so at
+    once instead of failing after its PSO and optimiser."""
+    path, _ = simulated_input(tmp_path, 7, LENSES)
+    candidate = read_candidate(path)
+    candidate.cutout[1] = 5.0
+    write_candidate(path, candidate)
+    assert run_fit(path, tmp_path / "out", "quick") == EXIT_BAD_INPUT
+    params = json.loads((tmp_path / "out" / "params.json").read_text())
+    assert (params["flag"], params["reason"]) == ("FAILED", "unusable pixels: band r constant (5)")
+    assert "parameters" not in params
+
+
+def test_a_fit_input_whose_id_is_not_an_id_is_refused(tmp_path: Path) -> None:
+    """The ID becomes file names: one that could leave the output folder is refused."""
+    path, _ = simulated_input(tmp_path, 8, LENSES)
+    candidate = read_candidate(path)
+    candidate.id = "../../evil"
+    write_candidate(path, candidate)
+    result = run_cli("node", "fit", path, "--out", tmp_path / "out", "--preset", "quick")
+    assert result.returncode == EXIT_BAD_INPUT
+    assert result.stderr.strip() == (
+        f"error: {path}: its CANDID '../../evil' is not a candidate ID (letters, digits, _ and - "
+        "only); write it with 'lensjobs node split'"
+    )
+    assert not list(tmp_path.rglob("evil*"))
+
+
 def test_an_inconsistent_input_is_refused_in_one_line_before_fitting(tmp_path: Path) -> None:
     """A segmentation map that does not match the cutout: refused before any CPU is spent."""
     path, _ = simulated_input(tmp_path, 6, LENSES)

@@ -5,11 +5,12 @@ its user. Jobs run from the images `make images` built (the default), and see no
 the access point.
 
 One run of 40 simulated candidates (quick preset, --infer-gpus 0) in fit jobs of 8, each
-checkpointing every 15 s, carries every fault: one candidate's r band is constant, so it
-ends FAILED and its batch goes on; one batch job is evicted mid-batch (condor_vacate_job)
-and goes on from its checkpoint; another is removed (condor_rm) and retried by DAGMan; a
-third is held and shown as held with its reason; then the DAGMan job itself is removed
-mid-run and `lensjobs resubmit` goes on without fitting a finished candidate again.
+checkpointing every 15 s, carries every fault: one candidate's r band is dead but for its
+centre, so it ends FAILED and its batch goes on; one batch job is evicted mid-batch
+(condor_vacate_job) and goes on from its checkpoint; another is removed (condor_rm) and
+retried by DAGMan; a third is held and shown as held with its reason; then the DAGMan job
+itself is removed mid-run and `lensjobs resubmit` goes on without fitting a finished
+candidate again.
 At the end `resubmit --nodes` fits the repaired candidate, and only it, again. `make test`
 brings the pool up; without it these tests fail in CI and are skipped elsewhere."""
 
@@ -38,7 +39,7 @@ POOL_DIR = Path(os.environ.get("LENSJOBS_POOL_DIR", "/var/tmp/lensjobs-pool"))
 SHARE = POOL_DIR / "share"
 NAME = "pooltest"
 N, PER_JOB = 40, 8
-BAD = 0  # its r band is constant: passes validation, cannot be fitted (in fits_1)
+BAD = 0  # its r band is dead but for its centre: passes validation, cannot be fitted
 EVICTED, REMOVED, HELD = "fits_2", "fits_3", "fits_5"
 
 
@@ -136,7 +137,12 @@ def work(pool: None) -> Path:
     folder.chmod(0o1777)  # the pool's user writes the run here
     clean = simulate_catalog(folder / "clean.fits", N, seed=31, workers=2)
     with fits.open(clean) as hdul:
-        hdul["IMAGES"].data[BAD, 1] = 5.0  # a dead band: passes validation, unfittable
+        # A dead band but for a patch at its centre: validation passes it (not constant),
+        # its sky has no noise at all (rms 0), so it cannot be fitted.
+        band = hdul["IMAGES"].data[BAD, 1]
+        patch = band[20:25, 20:25].copy()
+        band[:] = 5.0
+        band[20:25, 20:25] = patch
         hdul.writeto(folder / "candidates.fits")
     yield folder
     shutil.rmtree(folder, ignore_errors=True)

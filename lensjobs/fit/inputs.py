@@ -13,6 +13,7 @@ from astropy.table import Table
 
 from lensjobs.catalog import BANDS, row_dict
 from lensjobs.files import atomic_write
+from lensjobs.ids import SAFE_ID
 
 
 @dataclass
@@ -57,6 +58,11 @@ def read_candidate(path: Path) -> Candidate:
             f"{path}: not a fit input (needs CUTOUT, SEGMAP and PRIOR extensions and a CANDID "
             "keyword); write it with 'lensjobs node split'"
         ) from None
+    if not SAFE_ID.fullmatch(candidate.id):
+        raise FitInputError(
+            f"{path}: its CANDID {candidate.id[:40]!r} is not a candidate ID (letters, digits, "
+            "_ and - only); write it with 'lensjobs node split'"
+        )
     shape = candidate.cutout.shape
     if len(shape) != 3 or shape[0] != len(BANDS) or shape[1] != shape[2]:
         raise FitInputError(

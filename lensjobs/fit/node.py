@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from lensjobs.catalog import BANDS
+from lensjobs.catalog import BANDS, cutout_problems
 from lensjobs.files import write_tarball
 from lensjobs.fit import errors, likelihood, outputs
 from lensjobs.fit.inputs import Candidate, FitInputError, read_candidate
@@ -157,8 +157,9 @@ def run_fit(
         return no_fit(
             out, candidate.id, preset.name, "NO_ARCS", "the segmenter found no arc pixels"
         )
-    if not bool(candidate.prior.get("USABLE", True)) or not np.all(np.isfinite(candidate.cutout)):
-        reason = candidate.prior.get("PROBLEM") or "non-finite pixels"
+    pixel_problems = [reason for _, reason in cutout_problems(candidate.cutout[None])]
+    if not bool(candidate.prior.get("USABLE", True)) or pixel_problems:
+        reason = candidate.prior.get("PROBLEM") or "; ".join(pixel_problems)
         return no_fit(out, candidate.id, preset.name, "FAILED", f"unusable pixels: {reason}")
     bad_prior = _prior_problem(candidate)
     if bad_prior:
