@@ -51,10 +51,10 @@ MOVES = {
 BURN_IN_TAUS = 3.0  # burn-in: this many autocorrelation times of the settled chain
 # Finite-difference step of the Hessian, in units of the parameters' prior widths.
 HESSIAN_STEP = 1e-4
-# The optimiser's polish: rounds at most, and how near the peak (in posterior widths) the
-# gradient must put it.
-POLISH_ROUNDS = 4
-GRADIENT_TOL = 0.1
+# The optimiser's Newton polish: steps at most, and the expected gain in log p below which
+# it has reached the peak (0.005: within 0.1 posterior widths).
+NEWTON_STEPS = 15
+NEWTON_TOL = 0.005
 # A parameter this close to a bound (in units of its range) is pinned there.
 PINNED = 1e-6
 OPTIMISER_STARTS = 2  # L-BFGS-B from the best particle and the best one unlike it
@@ -430,13 +430,12 @@ def optimise(
     upper: np.ndarray,
     max_iterations: int,
 ) -> Optimum:
-    """The highest log-posterior L-BFGS-B reaches from any of ``starts`` within the bounds.
+    """The highest log-posterior reached from any of ``starts`` within the bounds.
 
-    The first pass works in units of ``scale`` (prior widths); posterior widths differ
-    from those by up to 10^3 between parameters, which stalls L-BFGS-B far from the peak,
-    so the best point is then polished in units of its own curvature (the diagonal of the
-    Hessian) until the gradient, in those units, says it is within GRADIENT_TOL posterior
-    widths of the peak in every free parameter."""
+    L-BFGS-B first, in units of ``scale`` (prior widths). Posterior widths differ from
+    those by up to 10^3 between parameters and are strongly correlated, which stalls it
+    short of the peak; damped Newton steps with the full Hessian (Levenberg-Marquardt)
+    then finish the climb until the expected gain is below NEWTON_TOL."""
     counted = _Counted(value_and_grad)
     runs = []
     for start_point in starts:
@@ -447,53 +446,129 @@ def optimise(
         runs.append((value, x, path, result))
     best_value, x, path, _ = max(runs, key=lambda run: run[0])
     iterations = sum(run[3].nit for run in runs)
-    off = math.inf
-    for _ in range(POLISH_ROUNDS):
-        width = _curvature_widths(value_and_grad, x, scale)
-        counted.calls += 2 * len(x)
-        free = np.minimum(x - lower, upper - x) > PINNED * (upper - lower)
-        off = float(np.max(np.abs(value_and_grad(x)[1] * width)[free], initial=0.0))
-        counted.calls += 1
-        if off < GRADIENT_TOL:
-            break
-        x, value, result = counted.minimise(x, x, width, lower, upper, max_iterations, path)
-        iterations += result.nit
-        best_value = max(best_value, value)
-    converged = off < GRADIENT_TOL
+    polished = _newton(counted, x, best_value, scale, lower, upper, path)
     return Optimum(
-        optimum=x,
-        log_posterior=best_value,
+        optimum=polished.x,
+        log_posterior=polished.value,
         path=np.array(path).reshape(-1, len(origin)),
         gradients=counted.calls,
         summary={
             "starts": len(runs),
             "iterations": int(iterations),
-            "success": converged,
+            "newton_steps": polished.steps,
+            "success": polished.converged,
             "message": "converged"
-            if converged
-            else f"the gradient still points {off:.2g} posterior widths away",
+            if polished.converged
+            else f"stopped {polished.gain:.2g} in log p short of the peak",
             "log_posteriors": [run[0] for run in runs],
         },
     )
 
 
-def _curvature_widths(
-    value_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]],
+@dataclass
+class _Polished:
+    x: np.ndarray
+    value: float
+    steps: int
+    gain: float  # the last expected gain in log p
+    converged: bool
+
+
+def _newton(
+    counted: _Counted,
     x: np.ndarray,
+    value: float,
     scale: np.ndarray,
-) -> np.ndarray:
-    """1 / sqrt of the diagonal of the Hessian of -log p (central differences), at most
-    ``scale``: the width of the posterior along each parameter, the others held."""
+    lower: np.ndarray,
+    upper: np.ndarray,
+    path: list[np.ndarray],
+) -> _Polished:
+    """Levenberg-Marquardt ascent in the free parameters (not held at a bound by an
+    outward gradient), the Hessian scaled to unit diagonal; a rejected step raises the
+    damping tenfold, an accepted one lowers it."""
+    damping, gain = 1e-3, math.inf
+    for step in range(NEWTON_STEPS):
+        grad = np.asarray(counted.value_and_grad(x)[1], dtype=float)
+        counted.calls += 1
+        held = ((x <= lower + PINNED * (upper - lower)) & (grad < 0)) | (
+            (x >= upper - PINNED * (upper - lower)) & (grad > 0)
+        )
+        free = np.flatnonzero(~held)
+        if not len(free):
+            return _Polished(x, value, step, 0.0, True)
+        hessian = _hessian(counted, x, scale, free)
+        diag = np.sqrt(np.abs(np.diag(hessian)))
+        diag[diag == 0] = 1.0
+        scaled, g = hessian / np.outer(diag, diag), grad[free] / diag
+        if not np.all(np.isfinite(scaled)):
+            break
+        eigenvalues, eigenvectors = np.linalg.eigh(scaled)
+        lowest = float(eigenvalues[0])
+        if lowest < 0 and gain < NEWTON_TOL:
+            # A saddle: no gradient to follow, but log p rises along the negative curvature.
+            escaped = _escape(counted, x, value, eigenvectors[:, 0] / diag, free, lower, upper)
+            if escaped is not None:
+                x, value = escaped
+                path.append(x)
+                gain = math.inf
+                continue
+        while damping < 1e8:
+            shift = max(damping, -lowest + damping)
+            delta = np.linalg.solve(scaled + shift * np.eye(len(free)), g)
+            gain = float(g @ delta) / 2
+            trial = x.copy()
+            trial[free] = np.clip(x[free] + delta / diag, lower[free], upper[free])
+            trial_value = float(counted.value_and_grad(trial)[0])
+            counted.calls += 1
+            if trial_value > value:
+                x, value = trial, trial_value
+                path.append(x)
+                damping = max(damping / 10, 1e-6)
+                break
+            damping *= 10
+        if lowest > 0 and gain < NEWTON_TOL:
+            return _Polished(x, value, step + 1, gain, True)
+        if damping >= 1e8:
+            break
+    return _Polished(x, value, NEWTON_STEPS, gain, False)
+
+
+def _escape(
+    counted: _Counted,
+    x: np.ndarray,
+    value: float,
+    direction: np.ndarray,
+    free: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+) -> tuple[np.ndarray, float] | None:
+    """The best point along ``direction`` (in the free parameters; unit length in
+    posterior widths) at up to 4 widths either way, if it is better than ``x``."""
+    best = None
+    for length in (0.25, 0.5, 1.0, 2.0, 4.0, -0.25, -0.5, -1.0, -2.0, -4.0):
+        trial = x.copy()
+        trial[free] = np.clip(x[free] + length * direction, lower[free], upper[free])
+        trial_value = float(counted.value_and_grad(trial)[0])
+        counted.calls += 1
+        if trial_value > value:
+            best, value = (trial, trial_value), trial_value
+    return best
+
+
+def _hessian(counted: _Counted, x: np.ndarray, scale: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """The Hessian of -log p in the ``free`` parameters, by central differences of the exact
+    gradient (steps of HESSIAN_STEP x ``scale``), symmetrised."""
     step = HESSIAN_STEP * scale
-    widths = np.empty(len(x))
-    for d in range(len(x)):
+    columns = []
+    for d in free:
         offset = np.zeros(len(x))
         offset[d] = step[d]
-        curvature = -(value_and_grad(x + offset)[1][d] - value_and_grad(x - offset)[1][d]) / (
-            2 * step[d]
-        )
-        widths[d] = 1 / math.sqrt(curvature) if curvature > 0 else math.inf
-    return np.minimum(widths, scale)
+        plus = np.asarray(counted.value_and_grad(x + offset)[1])[free]
+        minus = np.asarray(counted.value_and_grad(x - offset)[1])[free]
+        columns.append((plus - minus) / (2 * step[d]))
+    counted.calls += 2 * len(free)
+    hessian = -np.array(columns).reshape(len(free), len(free))
+    return (hessian + hessian.T) / 2
 
 
 def laplace_covariance(
@@ -503,34 +578,24 @@ def laplace_covariance(
     lower: np.ndarray,
     upper: np.ndarray,
 ) -> tuple[np.ndarray | None, str]:
-    """The inverse Hessian of -log L at ``x0`` (central differences of the exact gradient,
-    steps of HESSIAN_STEP x ``scale``), or None and why when -log L is not peaked there.
-    Parameters pinned at a bound get no variance: the optimum is the bound, not a peak
-    (the fit flags them)."""
+    """The inverse Hessian of -log p at ``x0``, or None and why when -log p is not peaked
+    there. Parameters pinned at a bound get no variance: the optimum is the bound, not a
+    peak (the fit flags them)."""
     pinned = np.minimum(x0 - lower, upper - x0) <= PINNED * (upper - lower)
     free = np.flatnonzero(~pinned)
-    step = HESSIAN_STEP * scale
-    columns = []
-    for d in free:
-        offset = np.zeros(len(x0))
-        offset[d] = step[d]
-        plus = np.asarray(value_and_grad(x0 + offset)[1])[free]
-        minus = np.asarray(value_and_grad(x0 - offset)[1])[free]
-        columns.append((plus - minus) / (2 * step[d]))
-    hessian = -np.array(columns)
-    hessian = (hessian + hessian.T) / 2
+    hessian = _hessian(_Counted(value_and_grad), x0, scale, free)
     # Scaled to unit diagonal, so that parameters of very different widths do not make a
     # well-determined matrix look singular.
     diag = np.sqrt(np.abs(np.diag(hessian)))
     diag[diag == 0] = 1.0
     scaled = hessian / np.outer(diag, diag)
     if not np.all(np.isfinite(scaled)):
-        return None, "the log-likelihood's Hessian at the optimum is not finite"
+        return None, "the log-posterior's Hessian at the optimum is not finite"
     eigenvalues = np.linalg.eigvalsh(scaled)
     if eigenvalues.min() <= 1e-10 * eigenvalues.max():
         return (
             None,
-            "the log-likelihood is not peaked at the optimum (Hessian not negative definite)",
+            "the log-posterior is not peaked at the optimum (Hessian not negative definite)",
         )
     covariance = np.zeros((len(x0), len(x0)))
     covariance[np.ix_(free, free)] = np.linalg.inv(scaled) / np.outer(diag, diag)
