@@ -128,6 +128,15 @@ def simulate(
     broken: Annotated[
         int, typer.Option(min=0, help="Give the last N cutouts NaN pixels (demos, tests).")
     ] = 0,
+    supersampling: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Sub-pixels per pixel side when rendering (fits sample 3; training sets "
+            "need no more than 2).",
+        ),
+    ] = 8,
     model_breaking: Annotated[
         bool,
         typer.Option(
@@ -142,7 +151,9 @@ def simulate(
 
     if broken > n:
         fail(f"--broken {broken}: more than the {n} systems (--n)")
-    settings = SimulationSettings(nonlens_frac=nonlens_frac, model_breaking=model_breaking)
+    settings = SimulationSettings(
+        nonlens_frac=nonlens_frac, supersampling=supersampling, model_breaking=model_breaking
+    )
     try:
         with progress_bar("simulating", n) as progress:
             simulate_catalog(

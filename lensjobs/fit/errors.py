@@ -1,11 +1,15 @@
 """The errors a fit reports: statistical (the posterior's 16-84 % half-width) and
-systematic (a floor calibrated on simulations that break the fitted model the way real
-lenses do), added in quadrature into the total that people use.
+systematic (calibrated on simulations that break the fitted model the way real lenses
+do), added in quadrature into the total that people use.
 
-The floors live in ``systematics.json`` beside this file, with how they were calibrated:
-``benchmarks/coverage.py --calibrate`` finds, per lens parameter, the floor that puts 68 %
-of the truths within 1 total sigma on one set of model-breaking simulations, and the
-coverage table in BENCHMARKS.md checks it on others.
+Per lens parameter the total is ``sqrt((k * stat)^2 + a^2 + (r * value)^2)``: an inflation
+``k`` of the statistical error (the likelihood takes pixels as independent, and resampled
+coadds' are not), and a floor (``a`` absolute, or ``r`` relative to the value) for what
+the model cannot describe. The systematic part is what this adds to the statistical one.
+The terms live in ``systematics.json`` beside this file, with how they were calibrated:
+``benchmarks/coverage.py --calibrate`` finds, per lens parameter, the terms that put 68.3 %
+of the truths within 1 total sigma and 95.4 % within 2 on one set of model-breaking
+simulations, and the coverage table in BENCHMARKS.md checks them on others.
 """
 
 from __future__ import annotations
@@ -21,26 +25,33 @@ SYSTEMATICS = Path(__file__).with_name("systematics.json")
 
 @cache
 def calibration(path: Path = SYSTEMATICS) -> dict[str, Any]:
-    """``{"calibration": {...provenance...}, "floors": {name: {"absolute": a,
-    "relative": r}}}``: the systematic error of a parameter of value v is
-    ``hypot(a, r * |v|)``."""
+    """``{"calibration": {...provenance...}, "terms": {name: {"inflation": k,
+    "absolute": a, "relative": r}}}`` (a term left out is 1 for k, 0 otherwise)."""
     return json.loads(path.read_text())
 
 
-def systematic(name: str, value: float, floors: dict[str, dict[str, float]]) -> float:
-    floor = floors.get(name, {})
-    return math.hypot(floor.get("absolute", 0.0), floor.get("relative", 0.0) * abs(value))
+def systematic(
+    name: str, value: float, statistical: float, terms: dict[str, dict[str, float]]
+) -> float:
+    """The error added to the statistical one (in quadrature) by the calibrated terms."""
+    t = terms.get(name, {})
+    inflation = t.get("inflation", 1.0)
+    return math.sqrt(
+        (inflation**2 - 1) * statistical**2
+        + t.get("absolute", 0.0) ** 2
+        + (t.get("relative", 0.0) * value) ** 2
+    )
 
 
 def error_budget(
-    summaries: dict[str, dict[str, float]], names: tuple[str, ...], floors: dict[str, Any]
+    summaries: dict[str, dict[str, float]], names: tuple[str, ...], terms: dict[str, Any]
 ) -> dict[str, dict[str, float]]:
     """``{name: {statistical, systematic, total}}`` for ``names``."""
     budget = {}
     for name in names:
         s = summaries[name]
         statistical = (s["p84"] - s["p16"]) / 2
-        sys_ = systematic(name, s["median"], floors)
+        sys_ = systematic(name, s["median"], statistical, terms)
         budget[name] = {
             "statistical": statistical,
             "systematic": sys_,

@@ -267,7 +267,7 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         acceptance = float(np.mean(state.accepted / (len(state.chain) - 1)))
         if not 0.1 < acceptance < 0.8:
             warnings.append(f"acceptance fraction {acceptance:.2f}")
-    floors = errors.calibration()
+    systematics = errors.calibration()
     files = [
         outputs.model_png(
             out / f"{c.id}_model.png",
@@ -303,8 +303,8 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
         "flag": flag,
         "reason": reason,
         "parameters": summaries,
-        "errors": errors.error_budget(summaries, LENS_PARAMETERS, floors["floors"]),
-        "calibration": floors["calibration"],
+        "errors": errors.error_budget(summaries, LENS_PARAMETERS, systematics["terms"]),
+        "calibration": systematics["calibration"],
         "reduced_chi2": chi2,
         "log_likelihood": problem.log_likelihood(best),
         "effective_data_points": quality["effective_data_points"],

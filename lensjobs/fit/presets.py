@@ -50,9 +50,9 @@ class FitPreset(BaseModel):
         "'de' (differential evolution, mixes faster on correlated posteriors)",
     )
     supersampling: int = Field(3, ge=1, description="sub-pixels per pixel side (fit/likelihood)")
-    median_cpu_seconds: float = Field(
-        description="measured cost of one fit (BENCHMARKS.md); how long a fit job is expected "
-        "to run, for HTCondor's job duration category"
+    mean_cpu_seconds: float = Field(
+        description="measured mean CPU cost of one fit (BENCHMARKS.md); how long a fit job is "
+        "expected to run (fits per job, HTCondor's job duration category)"
     )
     testing_only: bool = False
 
@@ -62,7 +62,7 @@ PRESETS: dict[str, FitPreset] = {
         name="standard",
         pso_particles=40,
         pso_iterations=40,
-        median_cpu_seconds=10,
+        mean_cpu_seconds=10,
     ),
     "mcmc": FitPreset(
         name="mcmc",
@@ -72,7 +72,7 @@ PRESETS: dict[str, FitPreset] = {
         walker_ratio=4,
         min_steps=500,
         max_steps=10000,
-        median_cpu_seconds=300,
+        mean_cpu_seconds=300,
     ),
     "seed": FitPreset(
         name="seed",
@@ -87,19 +87,19 @@ PRESETS: dict[str, FitPreset] = {
         chunk=50,
         converge=False,
         moves="stretch",
-        median_cpu_seconds=900,
+        mean_cpu_seconds=900,
     ),
     "quick": FitPreset(
         name="quick",
         pso_particles=20,
         pso_iterations=20,
-        median_cpu_seconds=5,
+        mean_cpu_seconds=5,
     ),
     "trivial": FitPreset(
         name="trivial",
         pso_particles=2,
         pso_iterations=1,
-        median_cpu_seconds=0.05,
+        mean_cpu_seconds=0.05,
         testing_only=True,
     ),
 }

@@ -123,7 +123,7 @@ class RunSettings(BaseModel, extra="forbid"):
     @model_validator(mode="after")
     def _batch_size(self) -> RunSettings:
         if self.fits_per_job is None:
-            cost = PRESETS[self.preset].median_cpu_seconds
+            cost = PRESETS[self.preset].mean_cpu_seconds
             self.fits_per_job = max(1, round(JOB_TARGET_S / cost))
         return self
 

@@ -107,7 +107,7 @@ def template_values(
     if settings.infer_gpu_capability:
         gpu_lines.append(f"gpus_minimum_capability   = {settings.infer_gpu_capability:g}")
     fits = settings.fits_per_job
-    fit_seconds = fits * PRESETS[settings.preset].median_cpu_seconds
+    fit_seconds = fits * PRESETS[settings.preset].mean_cpu_seconds
     fit_disk = settings.fit_disk or FIT_DISK_MB + fits * FIT_OUTPUT_MB
     project = f'+ProjectName              = "{settings.project}"' if settings.project else ""
     # The catalogue, priors.fits (int16 maps: ~17 kB per candidate) and room to spare.
