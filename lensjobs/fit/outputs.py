@@ -65,12 +65,23 @@ def model_png(
 
 
 def corner_png(path: Path, samples: np.ndarray, names: list[str]) -> Path:
+    """The posterior's corner plot; a parameter held at a bound (no spread) gets a small
+    range around its value, which corner cannot choose itself."""
+    low, high = samples.min(axis=0), samples.max(axis=0)
+    pad = 1e-3 * np.maximum(np.abs(low), 1.0)
+    ranges = [
+        (lo, hi) if hi > lo else (lo - d, hi + d) for lo, hi, d in zip(low, high, pad, strict=True)
+    ]
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # corner warns on the root logger when a chain is short
     try:
         fig = corner.corner(
-            samples, labels=names, quantiles=[0.16, 0.5, 0.84], label_kwargs={"fontsize": 7}
+            samples,
+            labels=names,
+            range=ranges,
+            quantiles=[0.16, 0.5, 0.84],
+            label_kwargs={"fontsize": 7},
         )
     finally:
         root.setLevel(level)
