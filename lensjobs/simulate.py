@@ -216,7 +216,7 @@ def correlated(white: np.ndarray, sigma_px: float) -> np.ndarray:
     half = math.ceil(4 * sigma_px)
     x = np.arange(-half, half + 1)
     kernel = np.exp(-0.5 * (x / sigma_px) ** 2)
-    kernel /= np.sqrt(np.sum(np.outer(kernel, kernel) ** 2))
+    kernel /= np.sqrt(np.sum(kernel**2))  # the 2-D kernel, its outer product, has unit norm
     return ndimage.convolve1d(
         ndimage.convolve1d(white, kernel, axis=0, mode="wrap"), kernel, axis=1, mode="wrap"
     )

@@ -192,7 +192,7 @@ def test_checkpoint_and_resume_match_an_uninterrupted_fit(
     out = tmp_path / "resumed"
     codes = []
     while not codes or codes[-1] == EXIT_CHECKPOINT:
-        codes.append(run_fit(path, out, "quick", checkpoint_every=0.5))
+        codes.append(run_fit(path, out, "quick", checkpoint_every=0.1))
         assert len(codes) < 200
     assert codes[-1] == EXIT_DONE and codes.count(EXIT_CHECKPOINT) >= 2
     resumed = json.loads((out / "params.json").read_text())
@@ -206,7 +206,7 @@ def test_checkpoint_and_resume_match_an_uninterrupted_fit(
 def test_a_batch_checkpoints_inside_and_between_fits_and_never_refits(
     quick_fit: tuple[Path, dict], tmp_path: Path
 ) -> None:
-    """A batch stopped every 0.5 s (exit 85) and started again until done, as HTCondor
+    """A batch stopped every 0.1 s (exit 85) and started again until done, as HTCondor
     restarts a self-checkpointing job: every candidate is fitted exactly once, the fit
     interrupted inside matches an uninterrupted one, and inputs that cannot be fitted are
     recorded while the batch goes on."""
@@ -225,7 +225,7 @@ def test_a_batch_checkpoints_inside_and_between_fits_and_never_refits(
     said: list[tuple[str, int]] = []
     codes = []
     while not codes or codes[-1] == EXIT_CHECKPOINT:
-        codes.append(run_batch(inputs, out, "quick", 0.5, lambda c, k: said.append((c, k))))
+        codes.append(run_batch(inputs, out, "quick", 0.1, lambda c, k: said.append((c, k))))
         assert len(codes) < 200
     assert codes[-1] == EXIT_DONE and codes.count(EXIT_CHECKPOINT) >= 3
     assert sorted(said) == [
