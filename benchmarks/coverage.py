@@ -63,6 +63,7 @@ GROUPS = (
     ("center_x_lens_light0", "center_y_lens_light0"),
 )
 TARGETS = (0.683, 0.954)
+THETA_BINS = ((0.6, 1.0), (1.0, 1.5), (1.5, 3.0))  # arcsec; the PSF's FWHM is 0.75-1.5"
 
 
 def make_set(out: Path, kind: str, seed: int, n: int) -> Path:
@@ -226,6 +227,16 @@ def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | No
             for group, error in ((fitted, "statistical"), (fitted, "total"), (trusted, "total"))
         ]
         print(f"| {name} | {' | '.join(cells)} |")
+    print("\n| true theta_E | lenses | median abs(dtheta_E)/theta_E | within 10 % | beyond 20 % |")
+    print("|---|---|---|---|---|")
+    for low, high in THETA_BINS:
+        some = [r for r in fitted if low <= r["theta_E_lens0"]["truth"] < high]
+        if some:
+            a = theta_accuracy(some)
+            print(
+                f"| {low}-{high}″ | {len(some)} | {a['median']:.1%} | {a['within10']:.0%} | "
+                f"{a['beyond20']:.0%} |"
+            )
     print(
         "\n| flag | lenses | median abs(dtheta_E)/theta_E | within 10 % "
         "| theta_E within 1 / 2 sigma total |"
