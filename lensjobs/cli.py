@@ -206,7 +206,9 @@ def submit(
         typer.Option(min=1, help="Candidates per fit job (default: ~45 min of the preset's fits)."),
     ] = None,
     infer_gpus: Annotated[int, typer.Option(help="GPUs for the infer node: 1, or 0.")] = 1,
-    fit_memory: Annotated[str | None, typer.Option(help="Memory per fit, e.g. 1GB.")] = None,
+    fit_memory: Annotated[
+        str | None, typer.Option(help="Memory per fit job, e.g. 3GB (default 2GB).")
+    ] = None,
     fit_disk: Annotated[
         str | None, typer.Option(help="Disk per fit job (default: room for its batch).")
     ] = None,

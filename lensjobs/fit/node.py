@@ -283,14 +283,16 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
             list(LENS_PARAMETERS),
         ),
         outputs.trace_png(out / f"{c.id}_trace.png", state, problem.names),
+        # Samples and chains in float32 (their spread is far above its precision): a batch
+        # job's checkpoint carries every finished fit's files.
         outputs.save_npz(
             out / "posterior.npz",
-            samples=samples,
+            samples=samples.astype(np.float32),
             names=np.array(problem.names),
             best=best,
             **({"covariance": state.covariance} if state.covariance is not None else {}),
             **(
-                {"chain": state.chain, "log_prob": state.log_prob}
+                {"chain": state.chain.astype(np.float32), "log_prob": state.log_prob}
                 if state.chain is not None
                 else {}
             ),

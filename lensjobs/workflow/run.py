@@ -95,7 +95,8 @@ class RunSettings(BaseModel, extra="forbid"):
     infer_gpus: Literal[0, 1] = 1
     infer_cpus: int = Field(default=2, ge=1)
     infer_memory: Megabytes = 4096
-    fit_memory: Megabytes = 1024
+    # A fit job peaks at ~1 GB (JAX's compiled likelihood and its batches; BENCHMARKS.md).
+    fit_memory: Megabytes = 2048
     fit_disk: Megabytes | None = None  # None: room for the batch (write.FIT_OUTPUT_MB)
     max_running_fits: int = Field(default=1000, ge=1)
     # None: chosen from the preset's measured cost so that a fit job runs ~45 min.
