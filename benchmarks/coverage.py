@@ -55,8 +55,6 @@ FITTED = ("OK", "NOT_CONVERGED", "AT_BOUND", "POOR_FIT")
 # The flags that vouch for the error bar (AT_BOUND and POOR_FIT say it is not to be trusted):
 # the calibration's set.
 TRUSTED = ("OK", "NOT_CONVERGED")
-# theta_E's floor is a fraction of theta_E; the others are absolute.
-RELATIVE = {"theta_E_lens0"}
 GROUPS = (
     ("theta_E_lens0",),
     ("e1_lens0", "e2_lens0"),
@@ -135,7 +133,7 @@ def collect(directory: Path, preset: str, terms: dict) -> list[dict]:
                 record[name] = {
                     "value": p["median"],
                     "statistical": stat,
-                    "total": math.hypot(stat, systematic(name, p["median"], stat, terms)),
+                    "total": math.hypot(stat, systematic(name, stat, terms)),
                     "truth": float(t[TRUTH_PARAMETERS[name]]),
                 }
         records.append(record)
@@ -161,13 +159,11 @@ def calibrate(records: list[dict]) -> dict[str, dict[str, float]]:
         fitted = [r[name] for r in records for name in group if name in r]
         offsets = np.array([abs(p["value"] - p["truth"]) for p in fitted])
         stat = np.array([p["statistical"] for p in fitted])
-        relative = group[0] in RELATIVE
-        scale = np.array([abs(p["value"]) for p in fitted]) if relative else np.ones(len(stat))
-        typical = np.median(offsets / scale)
+        typical = np.median(offsets)
         best = None
         for k in np.geomspace(1, 30, 61):
             for f in np.concatenate([[0.0], np.geomspace(typical / 100, typical * 10, 121)]):
-                total = np.hypot(k * stat, f * scale)
+                total = np.hypot(k * stat, f)
                 c1, c2 = np.mean(offsets <= total), np.mean(offsets <= 2 * total)
                 miss = max(abs(c1 - TARGETS[0]) / 0.08, abs(c2 - TARGETS[1]) / 0.04)
                 key = (round(miss, 6), float(np.median(total)))
@@ -175,10 +171,7 @@ def calibrate(records: list[dict]) -> dict[str, dict[str, float]]:
                     best = (key, k, f)
         _, k, f = best
         for name in group:
-            terms[name] = {
-                "inflation": round(float(k), 4),
-                ("relative" if relative else "absolute"): round(float(f), 5),
-            }
+            terms[name] = {"inflation": round(float(k), 4), "floor": round(float(f), 5)}
     return terms
 
 

@@ -1,7 +1,7 @@
 """Read a run directory into one :class:`Entry` per catalogue row: what became of each
 candidate (status, flag, reason) and, for finished fits, its params.json.
 
-Statuses: ``DONE`` (a finished node: OK, POOR_FIT, NOT_CONVERGED with parameters, or
+Statuses: ``DONE`` (a finished node: OK, POOR_FIT, AT_BOUND, NOT_CONVERGED with parameters, or
 NO_ARCS without), ``FAILED`` (the node said why it cannot fit), ``MISSING`` (no params.json:
 the node did not finish), ``SKIPPED`` (an unusable cutout: no fit node was made). Nothing
 here raises on a partial run; a damaged file becomes a reason.

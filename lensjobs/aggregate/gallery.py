@@ -21,6 +21,7 @@ COLOURS = {
     "OK": "#2e7d32",
     "NOT_CONVERGED": "#f9a825",
     "POOR_FIT": "#ef6c00",
+    "AT_BOUND": "#8d6e63",
     "NO_ARCS": "#607d8b",
     "FAILED": "#c62828",
     "MISSING": "#6a1b9a",

@@ -35,7 +35,7 @@ class AggregateReport:
     run: Path
     candidates: int
     by_status: dict[str, int]  # DONE, FAILED, MISSING, SKIPPED (all four keys)
-    by_flag: dict[str, int]  # OK, POOR_FIT, NOT_CONVERGED, NO_ARCS, FAILED (all five keys)
+    by_flag: dict[str, int]  # every flag of collect.FLAGS, as a key
     failed: int  # lines in failed.txt: candidates not DONE
     cpu_hours: float  # the fits' own CPU time, summed
     pngs_built: int  # summary PNGs rendered now (the others were up to date)
