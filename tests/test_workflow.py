@@ -134,7 +134,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
 def test_fits_per_job_defaults_to_45_minutes_of_the_presets_fits(
     candidates: Path, tmp_path: Path
 ) -> None:
-    for preset, per_job in (("standard", 71), ("seed", 6), ("quick", 540)):
+    for preset, per_job in (("standard", 208), ("quick", 386)):
         result = run_cli(
             "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--shared-fs",
             "--name", preset, "--preset", preset,
@@ -146,7 +146,7 @@ def test_fits_per_job_defaults_to_45_minutes_of_the_presets_fits(
         "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--preset", "trivial"
     )
     assert hidden.returncode == 2
-    assert "choose one of seed, standard, quick" in hidden.stderr
+    assert "choose one of standard, mcmc, seed, quick" in hidden.stderr
 
 
 @pytest.mark.parametrize(

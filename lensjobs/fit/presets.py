@@ -62,7 +62,7 @@ PRESETS: dict[str, FitPreset] = {
         name="standard",
         pso_particles=40,
         pso_iterations=40,
-        mean_cpu_seconds=10,
+        mean_cpu_seconds=13,
     ),
     "mcmc": FitPreset(
         name="mcmc",
@@ -93,7 +93,7 @@ PRESETS: dict[str, FitPreset] = {
         name="quick",
         pso_particles=20,
         pso_iterations=20,
-        mean_cpu_seconds=5,
+        mean_cpu_seconds=7,
     ),
     "trivial": FitPreset(
         name="trivial",
