@@ -203,6 +203,24 @@ def test_checkpoint_and_resume_match_an_uninterrupted_fit(
         np.testing.assert_array_equal(a["samples"], b["samples"])
 
 
+def test_a_checkpoint_cut_short_is_discarded_and_the_fit_starts_over(
+    quick_fit: tuple[Path, dict], tmp_path: Path
+) -> None:
+    """A crash while the checkpoint was written leaves it truncated: the fit starts over
+    (CPU lost, nothing else) and ends as an uninterrupted fit does."""
+    path, _ = simulated_input(tmp_path, 1, LENSES)
+    out = tmp_path / "out"
+    assert run_fit(path, out, "quick", checkpoint_every=0.1) == EXIT_CHECKPOINT
+    checkpoint = out / "checkpoint.npz"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    assert run_fit(path, out, "quick") == EXIT_DONE
+    resumed = json.loads((out / "params.json").read_text())
+    assert resumed["restarts"] == 0
+    whole = json.loads((quick_fit[0] / "params.json").read_text())
+    assert resumed["parameters"] == whole["parameters"]
+    assert not checkpoint.exists()
+
+
 def test_a_batch_checkpoints_inside_and_between_fits_and_never_refits(
     quick_fit: tuple[Path, dict], tmp_path: Path
 ) -> None:

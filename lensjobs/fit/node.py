@@ -16,6 +16,7 @@ import hashlib
 import math
 import time
 import traceback
+import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -167,28 +168,46 @@ def run_fit(
     try:
         problem = Problem(candidate, preset)
         sampler = problem.sampler()
-        checkpoint = out / CHECKPOINT
-        if checkpoint.exists():
-            state = SamplerState.load(checkpoint)
-            state.restarts += 1
-        else:
-            state = sampler.start()
-        if deadline is None:
-            deadline = time.time() + checkpoint_every if checkpoint_every else math.inf
-        finished = sampler.run(state, lambda: time.time() >= deadline)
-        clock.charge(state)
-        if not finished:
-            state.save(checkpoint)
-            return EXIT_CHECKPOINT
-        _write_results(problem, state, out, clock)
-        checkpoint.unlink(missing_ok=True)
     except (ValueError, IndexError, ArithmeticError, np.linalg.LinAlgError) as err:
-        # Deterministic for these inputs: a retry would fail the same way. Other errors
-        # (memory, I/O) propagate and the node is retried.
-        where = traceback.extract_tb(err.__traceback__)[-1]
-        reason = f"{type(err).__name__}: {err} ({Path(where.filename).name}:{where.lineno})"
-        return no_fit(out, candidate.id, preset.name, "FAILED", reason.replace("\n", " "))
+        return _numerical_failure(out, candidate.id, preset.name, err)
+    checkpoint = out / CHECKPOINT
+    state = _resume(checkpoint) or sampler.start()
+    if deadline is None:
+        deadline = time.time() + checkpoint_every if checkpoint_every else math.inf
+    try:
+        finished = sampler.run(state, lambda: time.time() >= deadline)
+    except (ValueError, IndexError, ArithmeticError, np.linalg.LinAlgError) as err:
+        return _numerical_failure(out, candidate.id, preset.name, err)
+    clock.charge(state)
+    if not finished:
+        state.save(checkpoint)
+        return EXIT_CHECKPOINT
+    # Outputs are not inputs: a fault in writing or plotting propagates, and the node is
+    # retried, never reported as a candidate that cannot be fitted.
+    _write_results(problem, state, out, clock)
+    checkpoint.unlink(missing_ok=True)
     return EXIT_DONE
+
+
+def _resume(checkpoint: Path) -> SamplerState | None:
+    """The saved state, or None when there is none or it cannot be read (a checkpoint cut
+    short by a crash: the fit starts over, losing CPU, nothing else)."""
+    if not checkpoint.exists():
+        return None
+    try:
+        state = SamplerState.load(checkpoint)
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError):
+        checkpoint.unlink(missing_ok=True)
+        return None
+    state.restarts += 1
+    return state
+
+
+def _numerical_failure(out: Path, cid: str, preset: str, err: Exception) -> int:
+    """A numerical failure of the fit itself is deterministic for these inputs: FAILED."""
+    where = traceback.extract_tb(err.__traceback__)[-1]
+    reason = f"{type(err).__name__}: {err} ({Path(where.filename).name}:{where.lineno})"
+    return no_fit(out, cid, preset, "FAILED", reason.replace("\n", " "))
 
 
 def _summaries(samples: np.ndarray, best: np.ndarray, names: list[str]) -> dict[str, Any]:
