@@ -39,10 +39,13 @@ err = Console(stderr=True, soft_wrap=True)
 EXIT_BAD_INPUT = 2
 
 
-def fail(message: str) -> NoReturn:
-    """One line on stderr and the bad-input exit code: never a traceback."""
+EXIT_FAULT = 1  # DESIGN.md: anything but 0, 2 and 85 is a fault, and DAGMan retries it
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """One line on stderr and an exit code (bad input unless told): never a traceback."""
     err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(EXIT_BAD_INPUT)
+    raise typer.Exit(code)
 
 
 @contextmanager
@@ -640,8 +643,11 @@ def node_split(
             n = catalog.n
         with progress_bar("splitting", n) as progress:
             ids = split_priors(candidates, priors, out_dir, _advance(progress))
-    except (CatalogError, OSError, KeyError, ValueError) as error:
+    except (CatalogError, KeyError, ValueError) as error:
         fail(str(error).splitlines()[0] if str(error) else f"{priors}: unreadable priors file")
+    except OSError as error:
+        # A full disk or a network filesystem's hiccup: a retry may well succeed.
+        fail(f"{out_dir}: {error.strerror or error}; a fault, not bad input", EXIT_FAULT)
     out.print(f"wrote {len(ids)} fit inputs under {out_dir}", highlight=False)
 
 
