@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from lensjobs.workflow.local import acquire_lock
+from lensjobs.workflow.run import Run, RunError
+
 ROOT = os.geteuid() == 0
 
 
@@ -40,3 +43,17 @@ def test_a_full_disk_during_the_split_is_a_fault(
     line = result.stderr.strip()
     assert "\n" not in line and line.startswith(f"error: {full_disk / 'nodes'}: ")
     assert "space" in line and line.endswith("; a fault, not bad input")
+
+
+def test_one_local_executor_per_run(tmp_path: Path) -> None:
+    """The --local executor's lock is taken exclusively: a second one is refused while the
+    first lives, and a lock left by a dead process is taken over."""
+    run = Run(tmp_path)
+    lock = acquire_lock(run)
+    assert lock.read_text() == f"{os.getpid()}\n"
+    with pytest.raises(
+        RunError, match=rf"another lensjobs runs this DAG here \(pid {os.getpid()}\)"
+    ):
+        acquire_lock(run)
+    lock.write_text("999999999\n")  # no such process
+    assert acquire_lock(run).read_text() == f"{os.getpid()}\n"

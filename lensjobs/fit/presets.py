@@ -87,7 +87,7 @@ PRESETS: dict[str, FitPreset] = {
         chunk=50,
         converge=False,
         moves="stretch",
-        mean_cpu_seconds=900,
+        mean_cpu_seconds=760,
     ),
     "quick": FitPreset(
         name="quick",

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from lensjobs.workflow.read import Dag, Node, NodeState, done_in_rescue, read_dag, read_submit
-from lensjobs.workflow.run import Run
+from lensjobs.workflow.run import Run, RunError
 from lensjobs.workflow.write import write_rescue
 
 
@@ -161,6 +161,27 @@ def running_here(run: Run) -> bool:
     return True
 
 
+def acquire_lock(run: Run) -> Path:
+    """The run's lock, taken exclusively (created, never overwritten): a second executor of
+    the same DAG is refused in one line; a lock left by a process that died is taken over."""
+    lock = lock_file(run)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            if running_here(run):
+                raise RunError(
+                    f"{run.dir}: another lensjobs runs this DAG here (pid "
+                    f"{lock.read_text().split()[0]}); wait for it or stop it first"
+                ) from None
+            lock.unlink(missing_ok=True)  # its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        return lock
+    raise RunError(f"{lock}: cannot take the run's lock; remove it if no lensjobs runs this DAG")
+
+
 class LocalDag:
     """Runs the DAG with ``workers`` jobs at a time; ``report`` hears of every state change."""
 
@@ -176,8 +197,7 @@ class LocalDag:
 
     def execute(self) -> bool:
         """Run every node that is not DONE; True when the DAG succeeded."""
-        lock = lock_file(self.run)
-        lock.write_text(f"{os.getpid()}\n")
+        lock = acquire_lock(self.run)
         try:
             regular = [n for n in self.dag.nodes.values() if not n.final]
             with ThreadPoolExecutor(self.workers) as pool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lensjobs.catalog import CatalogError, open_catalog
-from lensjobs.files import sha256_of
+from lensjobs.files import atomic_write, sha256_of
 from lensjobs.fit.presets import PRESETS
 from lensjobs.workflow.batches import SKIP, batch_node, split_batches, write_batches
 from lensjobs.workflow.images import Image, recorded_images
@@ -140,7 +140,8 @@ def render_submit_files(target: Path, run_dir: Path, settings: RunSettings, info
     values = template_values(run_dir, settings, info, recorded_images(info))
     for name in SUBMIT_FILES:
         text = render((TEMPLATES / name).read_text(), values, str(TEMPLATES / name))
-        (target / name).write_text(text)
+        # resubmit rewrites them beside a DAG that may start at any moment: never half a file.
+        atomic_write(target / name, lambda tmp, text=text: tmp.write_text(text))
 
 
 def dag_lines(batches: int, settings: RunSettings, python: str) -> Iterable[str]:
@@ -177,9 +178,8 @@ def dag_lines(batches: int, settings: RunSettings, python: str) -> Iterable[str]
 def write_dag(run: Run, fit_ids: list[str], settings: RunSettings) -> None:
     batches = split_batches(fit_ids, settings.fits_per_job)
     write_batches(run.dir, batches)
-    with run.dag.open("w") as f:
-        for line in dag_lines(len(batches), settings, sys.executable):
-            f.write(line + "\n")
+    text = "".join(f"{line}\n" for line in dag_lines(len(batches), settings, sys.executable))
+    atomic_write(run.dag, lambda tmp: tmp.write_text(text))
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
@@ -259,8 +259,8 @@ def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:
         "",
         *(f"DONE {name}" for name in sorted(done)),
     ]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def rerun_nodes(run: Run, nodes: set[str], why: str) -> Path:
