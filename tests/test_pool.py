@@ -190,11 +190,11 @@ def first_run(work: Path) -> dict:
 
     shown = []
 
-    def status_shows_held() -> bool:
+    def status_shows_held() -> bool:  # DAGMan rewrites its status file only every few s
         shown.append(lensjobs("status", run).stdout)
-        return f"held {HELD}: " in shown[-1]
+        return f"held {HELD}: " in shown[-1] and f"held {REMOVED}: " not in shown[-1]
 
-    wait_for(status_shows_held, 120, "lensjobs status to show the held node", 5, run)
+    wait_for(status_shows_held, 180, "lensjobs status to show the held node", 5, run)
     held_ad = in_pool(f"condor_q -l -const 'DAGNodeName == \"{HELD}\"'").stdout
 
     # The DAGMan job removed mid-run, its held node among those it takes with it. (The
