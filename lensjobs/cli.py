@@ -22,6 +22,7 @@ from rich.progress import (
 from rich.table import Table
 
 from lensjobs.catalog import BANDS, CatalogError, open_catalog
+from lensjobs.models.store import WeightsError, require_grid
 
 if TYPE_CHECKING:
     from lensjobs.workflow.run import Run, RunSettings
@@ -78,6 +79,11 @@ def validate(
     try:
         catalog = open_catalog(file)
     except CatalogError as error:
+        fail(str(error))
+    try:
+        require_grid(catalog)
+    except (CatalogError, WeightsError) as error:
+        catalog.close()
         fail(str(error))
     with catalog, progress_bar("scanning cutouts", catalog.n) as progress:
         problems = catalog.scan(progress=_advance(progress))
@@ -301,7 +307,7 @@ def submit(
             run, found = create_run(
                 candidates, runs_dir, settings, executor, images, _advance(progress)
             )
-    except (CatalogError, RunError) as error:
+    except (CatalogError, RunError, WeightsError) as error:
         fail(str(error))
     skipped = f", {len(found.skipped)} skipped (bad cutouts)" if found.skipped else ""
     per_job = settings.fits_per_job
@@ -615,7 +621,6 @@ def node_infer(
 ) -> None:
     """Segment and regress every candidate; write priors.fits."""
     from lensjobs.infer import Networks, infer_catalog
-    from lensjobs.models.store import WeightsError
 
     try:
         catalog = open_catalog(candidates)

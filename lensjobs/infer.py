@@ -30,7 +30,7 @@ from lensjobs.files import atomic_write
 from lensjobs.labels import ARCS, BACKGROUND
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import border_sigma, normalise
-from lensjobs.models.store import ModelCard, load_model
+from lensjobs.models.store import ModelCard, load_model, require_grid
 
 MIN_ARC_PIXELS = 3
 MIN_BACKGROUND_PIXELS = 50
@@ -124,6 +124,7 @@ def infer_catalog(
     """Run both networks over the catalogue and write ``out_dir/priors.fits`` atomically;
     the probability maps stream to disk a batch at a time, so memory stays flat."""
     with open_catalog(catalog_path) as catalog:
+        require_grid(catalog, [networks.seg_card, networks.reg_card])
 
         def write(tmp: Path) -> None:
             table = _priors_table(catalog)

@@ -483,7 +483,8 @@ def simulate_systems(
     if workers == 1:
         yield from map(_simulate_task, tasks)
         return
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
+    # forkserver: the workers do not inherit the caller's threads (a progress bar's, JAX's).
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         yield from pool.imap(_simulate_task, tasks, chunksize=8)
 
 

@@ -171,3 +171,37 @@ def test_all_cutouts_bad_is_fatal(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: {path}: none of the 2 cutouts is usable; check the IMAGES data"
     )
+
+
+@pytest.mark.parametrize(
+    ("size", "pixscale"), [(64, 0.2637), (45, 0.168)], ids=["64x64", "0.168-arcsec"]
+)
+def test_cutouts_the_networks_were_not_trained_on(
+    tmp_path: Path, size: int, pixscale: float
+) -> None:
+    """validate, submit and the infer node each answer in one line with exit 2: the networks
+    know 45x45 px at 0.2637"/px (their model cards), and another grid would give priors in
+    the wrong units or none at all."""
+    path = write_catalog(tmp_path / "c.fits", noise_cube(3, size=size), ids(3), pixscale=pixscale)
+    message = (
+        f"cutouts are {size}x{size} px at {pixscale:g} arcsec/px, but the segmenter was "
+        "trained on 45x45 px at 0.2637 arcsec/px; cut or resample the cutouts onto that "
+        "grid and set PIXSCALE, then submit again"
+    )
+    assert_rejected(path, message, hdu="IMAGES")
+    runs = tmp_path / "runs"
+    for args in (
+        ("submit", path, "--runs-dir", runs, "--dry-run", "--shared-fs"),
+        ("node", "infer", path, "--out", tmp_path / "infer"),
+    ):
+        result = run_cli(*args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [f"error: {path}[IMAGES]: {message}"]
+    assert not runs.exists() and not (tmp_path / "infer").exists()  # nothing half-written
+
+
+def test_a_pixel_scale_within_one_percent_is_accepted(tmp_path: Path) -> None:
+    path = write_catalog(tmp_path / "c.fits", noise_cube(3), ids(3), pixscale=0.263)
+    result = run_cli("validate", path)
+    assert result.returncode == 0, result.stderr
+    assert "pixel scale  0.263 arcsec/px" in result.stdout

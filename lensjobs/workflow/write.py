@@ -15,6 +15,7 @@ from pathlib import Path
 from lensjobs.catalog import CatalogError, open_catalog
 from lensjobs.files import atomic_write, sha256_of
 from lensjobs.fit.presets import PRESETS
+from lensjobs.models.store import require_grid
 from lensjobs.workflow.batches import SKIP, batch_node, split_batches, write_batches
 from lensjobs.workflow.images import Image, recorded_images
 from lensjobs.workflow.read import done_nodes
@@ -40,6 +41,7 @@ class Candidates:
 
 def validate_candidates(path: Path, progress: Callable[[int], None] | None = None) -> Candidates:
     with open_catalog(path) as catalog:
+        require_grid(catalog)
         skipped = {p.id: p.reason for p in catalog.scan(progress=progress)}
         fit_ids = [cid for cid in catalog.ids if cid not in skipped]
         if not fit_ids:
