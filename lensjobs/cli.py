@@ -429,9 +429,17 @@ def _print_status(run: Run, max_problems: int = 20) -> None:
             out.print(f"    {line}", highlight=False, markup=False)
     if status.problem_count > len(status.problems):
         more = status.problem_count - len(status.problems)
-        out.print(f"... and {more} more failed or held node(s); --max-problems shows more")
+        out.print(f"... and {more} more failed, removed or held node(s); --max-problems shows more")
     if status.dag == "failed":
         out.print(f"fix the cause, then: lensjobs resubmit {run.dir}", highlight=False)
+    elif status.dag == "stopped":
+        out.print(
+            "no DAGMan runs this DAG any more (it was removed, or its job ended without "
+            f"finishing); go on with: lensjobs resubmit {run.dir}",
+            highlight=False,
+        )
+    elif status.dag == "starting":
+        out.print("submitted; DAGMan has not written its node status yet", highlight=False)
     summary = run.summary / "index.html"
     if status.finished and summary.exists():
         out.print(f"gallery: {summary}", highlight=False)
@@ -641,7 +649,7 @@ def node_split(
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for <ID>/input.fits.")],
 ) -> None:
     """Write one fit input per candidate (the infer node's POST script)."""
-    from lensjobs.split import split_priors
+    from lensjobs.split import DamagedPriors, split_priors
 
     try:
         with open_catalog(candidates) as catalog:
@@ -650,6 +658,8 @@ def node_split(
             ids = split_priors(candidates, priors, out_dir, _advance(progress))
     except (CatalogError, KeyError, ValueError) as error:
         fail(str(error).splitlines()[0] if str(error) else f"{priors}: unreadable priors file")
+    except DamagedPriors as error:  # DAGMan runs the infer node again: it writes them anew
+        fail(f"{error}; a fault, not bad input", EXIT_FAULT)
     except OSError as error:
         # A full disk or a network filesystem's hiccup: a retry may well succeed.
         fail(f"{out_dir}: {error.strerror or error}; a fault, not bad input", EXIT_FAULT)

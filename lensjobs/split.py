@@ -4,17 +4,24 @@ probable class per pixel) and the candidate's row of priors.fits."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from astropy.io import fits
+from astropy.utils.exceptions import AstropyUserWarning
 
 from lensjobs.catalog import open_catalog
 from lensjobs.files import atomic_write
 from lensjobs.fit.inputs import input_hdus
 
 INPUT_FILE = "input.fits"
+
+
+class DamagedPriors(OSError):
+    """priors.fits cannot be read whole: the infer node wrote it atomically, so a transfer or
+    the disk damaged it, and running that node again mends it (a fault, not bad input)."""
 
 
 def split_priors(
@@ -30,10 +37,7 @@ def split_priors(
     per candidate cost ~10x the file write (a 100,000-candidate split took ~35 min). The
     PRIOR row keeps priors.fits' column formats, so every ID fits its column.
     """
-    with (
-        open_catalog(candidates) as catalog,
-        fits.open(priors, memmap=False) as hdul,
-    ):  # scaled PROBS cannot be memory-mapped
+    with open_catalog(candidates) as catalog, _open_priors(priors) as hdul:
         rows = hdul["PRIORS"].data
         if list(rows["COADD_OBJECT_ID"]) != catalog.ids:
             raise ValueError(f"{priors}: its candidates are not those of {candidates}")
@@ -62,3 +66,22 @@ def split_priors(
             if progress:
                 progress(len(block))
         return catalog.ids
+
+
+def _open_priors(priors: Path) -> fits.HDUList:
+    """priors.fits with every header read and its size checked against them, so that a
+    damaged file is found before anything is written."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", AstropyUserWarning)  # "may have been truncated"
+            # No memmap: scaled PROBS cannot be memory-mapped.
+            hdul = fits.open(priors, memmap=False, lazy_load_hdus=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, AstropyUserWarning) as error:
+        what = " ".join(str(error).split()) or type(error).__name__
+        raise DamagedPriors(f"{priors}: truncated or damaged ({what})") from None
+    if "PRIORS" not in hdul or "PROBS" not in hdul:
+        hdul.close()
+        raise DamagedPriors(f"{priors}: truncated or damaged (no PRIORS or PROBS extension)")
+    return hdul

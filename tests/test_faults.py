@@ -4,7 +4,10 @@ DAGMan retries, never with 2 (bad input, never retried). Injected for real."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,26 @@ def test_a_full_disk_during_the_split_is_a_fault(
     assert "space" in line and line.endswith("; a fault, not bad input")
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.995])
+def test_a_truncated_priors_file_is_a_fault_found_before_writing(
+    sim_file: Path, tmp_path: Path, keep: float
+) -> None:
+    """priors.fits is written atomically by the infer node, so a short one was damaged on
+    the way: exit 1 makes DAGMan run that node again; no fit input is written from it."""
+    infer = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer")
+    assert infer.returncode == 0, infer.stderr
+    whole = (tmp_path / "infer" / "priors.fits").read_bytes()
+    priors = tmp_path / "short.fits"
+    priors.write_bytes(whole[: int(len(whole) * keep)])
+    result = run_cli("node", "split", sim_file, priors, "--out", tmp_path / "nodes")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert line.startswith(f"error: {priors}: truncated or damaged (")
+    assert line.endswith("; a fault, not bad input")
+    assert not (tmp_path / "nodes").exists()
+
+
 def test_one_local_executor_per_run(tmp_path: Path) -> None:
     """The --local executor's lock is taken exclusively: a second one is refused while the
     first lives, and a lock left by a dead process is taken over."""
@@ -57,3 +80,42 @@ def test_one_local_executor_per_run(tmp_path: Path) -> None:
         acquire_lock(run)
     lock.write_text("999999999\n")  # no such process
     assert acquire_lock(run).read_text() == f"{os.getpid()}\n"
+
+
+def test_a_killed_local_run_is_shown_stopped_and_resubmit_goes_on(
+    sim_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The --local executor and its node processes killed mid-run (as when a login session
+    dies): status says no one runs the DAG (never "running"), --watch ends, and resubmit
+    finishes it without fitting again what had finished."""
+    monkeypatch.setenv("LENSJOBS_TESTING", "1")  # the trivial preset: fits that cost nothing
+    runs, run = tmp_path / "runs", tmp_path / "runs" / "killed"
+    executor = subprocess.Popen(
+        [
+            sys.executable, "-m", "lensjobs", "submit", sim_file, "--runs-dir", runs,
+            "--name", "killed", "--local", "--shared-fs", "-j", "1", "--preset", "trivial",
+            "--fits-per-job", "4",
+        ],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not list(run.glob("results/*.tar.gz")):
+        assert executor.poll() is None and time.monotonic() < deadline, "no fit finished"
+        time.sleep(0.2)
+    os.killpg(executor.pid, signal.SIGKILL)
+    executor.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in run.glob("results/*.tar.gz")}
+    assert 0 < len(finished) < 24
+
+    for args in (("status", run), ("status", run, "--watch", "--every", "1")):
+        shown = run_cli(*args)
+        assert shown.returncode == 0, shown.stderr
+        assert "killed: DAG stopped; nodes:" in shown.stdout
+        assert f"go on with: lensjobs resubmit {run}" in shown.stdout
+        assert "running" not in shown.stdout.splitlines()[0].split(";")[0]
+
+    resumed = run_cli("resubmit", run)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "DAG succeeded" in resumed.stdout
+    assert len(list(run.glob("results/*.tar.gz"))) == 24
+    assert {n: (run / "results" / n).stat().st_mtime_ns for n in finished} == finished

@@ -212,6 +212,9 @@ def first_run(work: Path) -> dict:
     wait_for(removed_retried, 300, f"DAGMan to retry {REMOVED}", run=run)
     finished_before = digests(run)
     assert in_pool(f"condor_rm {cluster}").returncode == 0
+    # At once: the removed DAGMan job stays in the queue (state X) while it removes its
+    # nodes and runs the FINAL node, and a second DAGMan on the directory would fight it.
+    too_early = lensjobs("resubmit", run)
     wait_for(lambda: not queued(cluster), 600, "the removed DAG to leave the queue", 2, run)
     first_log = (run / "lensjobs.dag.nodes.log").read_text()
     resumed = lensjobs("resubmit", run)
@@ -225,6 +228,7 @@ def first_run(work: Path) -> dict:
         "batch_names": batch_names,
         "before_eviction": before_eviction,
         "held_status": shown[-1],
+        "too_early": too_early,
         "held_ad": held_ad,
         "finished_before_removal": finished_before,
         "first_log": first_log,
@@ -334,6 +338,12 @@ def test_after_the_dagman_job_is_removed_resubmit_goes_on_and_refits_nothing(
     first_run: dict,
 ) -> None:
     run, before = first_run["run"], first_run["finished_before_removal"]
+    too_early = first_run["too_early"]  # while the removed DAGMan job was still queued
+    assert too_early.returncode == 2, too_early.stdout + too_early.stderr
+    assert too_early.stderr.strip() == (
+        f"error: {run}: its DAG is still queued or running; wait for it "
+        f"(lensjobs status {run}) or remove it with condor_rm first"
+    )
     final = digests(run)
     assert before and all(final[cid] == digest for cid, digest in before.items())
     second = submitted_nodes(first_run["nodes_log"])  # DAGMan starts the log anew

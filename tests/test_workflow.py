@@ -127,7 +127,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
     assert info["submissions"] == []
     status = run_cli("status", run, "--watch")  # returns: a dry run never starts
     assert status.returncode == 0
-    assert "DAG not started" in status.stdout
+    assert "DAG not submitted" in status.stdout
     assert "candidates: 0/4 finished; 4 waiting; 1 skipped (bad cutouts)" in status.stdout
 
 

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from lensjobs.files import fsync
 from lensjobs.ids import SAFE_ID
 
 BATCHES = "batches"
@@ -157,8 +158,10 @@ def collect(run_dir: Path, k: int, code: int) -> int:
         for path in sent.iterdir():
             if path.is_file() and path != tarball:
                 os.replace(path, node / path.name)
-        _append(folder / "outcomes.tsv", _outcome_line(node, cid))
+        fsync(tarball)  # on disk before outcomes.tsv says it is finished
         os.replace(tarball, result(run_dir, cid))
+        fsync(result(run_dir, cid).parent)
+        _append(folder / "outcomes.tsv", _outcome_line(node, cid))
         shutil.rmtree(sent)
     if code != 0:
         _leave_reason(run_dir, k, [cid for cid in ids if not result(run_dir, cid).exists()])

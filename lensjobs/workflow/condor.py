@@ -13,9 +13,10 @@ from pathlib import Path
 
 from lensjobs.workflow.run import Run, RunError
 
-# DAGMan job states that mean "still in the queue" (idle, running, held, ...): not 3
-# (removed) or 4 (completed).
-_GONE = (3, 4)
+# A DAGMan job counts as gone only once it has completed (4). A removed one (3, "X") stays
+# in the queue while DAGMan removes its nodes and runs the FINAL node: a second DAGMan
+# started on the same directory then would fight it over the rescue DAG.
+_COMPLETED = 4
 
 
 class ScheddError(RunError):
@@ -80,7 +81,8 @@ def submit_with_tools(run: Run) -> int:
 
 
 def dag_queued(cluster: int) -> bool | None:
-    """Whether the DAGMan job is still in the queue; None when the schedd cannot be asked."""
+    """Whether the DAGMan job is still in the queue, in any state but completed (removed
+    included); None when the schedd cannot be asked."""
     import htcondor2
 
     try:
@@ -89,7 +91,7 @@ def dag_queued(cluster: int) -> bool | None:
         )
     except (htcondor2.HTCondorException, OSError, RuntimeError):
         return None
-    return any(ad.get("JobStatus") not in _GONE for ad in ads)
+    return any(ad.get("JobStatus") != _COMPLETED for ad in ads)
 
 
 def still_queued(run: Run) -> bool:

@@ -223,7 +223,7 @@ class Run:
 
     def write_info(self, info: dict[str, Any]) -> None:
         text = json.dumps(info, indent=2) + "\n"
-        atomic_write(self.info_file, lambda tmp: tmp.write_text(text))
+        atomic_write(self.info_file, lambda tmp: tmp.write_text(text), durable=True)
 
 
 def open_run(path: Path) -> Run:

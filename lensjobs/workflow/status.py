@@ -17,10 +17,11 @@ from lensjobs.workflow.batches import (
     candidate_batches,
     read_outcomes,
 )
+from lensjobs.workflow.condor import still_queued
 from lensjobs.workflow.read import NodeState, read_dag, read_status_file, read_submit
 from lensjobs.workflow.run import Run
 
-STATES = ("done", "running", "idle", "held", "failed", "futile", "waiting")
+STATES = ("done", "running", "idle", "held", "failed", "removed", "futile", "waiting")
 STDERR_LINES = 3
 
 
@@ -34,7 +35,7 @@ class Problem:
 
 @dataclass
 class RunStatus:
-    dag: str  # not started | running | succeeded | failed
+    dag: str  # not submitted | starting | running | succeeded | failed | stopped
     counts: Counter[str]  # nodes by state
     candidates: int  # candidates with a fit (skipped ones aside)
     skipped: int  # unusable cutouts: no fit
@@ -44,7 +45,7 @@ class RunStatus:
     failed_count: int  # all of them
     eta_seconds: float | None
     updated: float | None
-    problems: list[Problem]  # the first max_problems failed or held nodes, with reasons
+    problems: list[Problem]  # the first max_problems failed, removed or held nodes, with why
     problem_count: int  # all of them
 
     @property
@@ -53,7 +54,7 @@ class RunStatus:
 
     @property
     def finished(self) -> bool:
-        return self.dag in ("succeeded", "failed")
+        return self.dag in ("succeeded", "failed", "stopped")
 
 
 def _state(ad: dict) -> str:
@@ -117,7 +118,14 @@ def stderr_tail(run: Run, node: str, vars_: dict[str, str], submit: str) -> list
 def read_status(run: Run, max_problems: int = 20) -> RunStatus:
     info = run.read_info()
     dag_ad, node_ads = read_status_file(run.status_file)
+    if not _current(info, dag_ad):  # an earlier submission's: says nothing about this one
+        dag_ad, node_ads = {}, []
+    dag = _dag_state(run, info, dag_ad)
     states = {ad["Node"]: _state(ad) for ad in node_ads}
+    events = job_events(run.nodes_log) if {"failed", "held"} & set(states.values()) else {}
+    for name, state in states.items():  # DAGMan calls a removed job's node failed
+        if state == "failed" and events.get(name, "").startswith("removed: "):
+            states[name] = "removed"
     counts = Counter(states.values())
     batches = candidate_batches(run.dir)
     outcomes = read_outcomes(run.dir)
@@ -127,18 +135,9 @@ def read_status(run: Run, max_problems: int = 20) -> RunStatus:
         for node, state in states.items()
         if state == "running" and (k := batch_number(node)) is not None and left[k]
     }
-    if not dag_ad:
-        dag = "not started"
-    elif NodeState(dag_ad.get("DagStatus", 3)) == NodeState.DONE:
-        dag = "succeeded"
-    elif NodeState(dag_ad.get("DagStatus", 3)) == NodeState.ERROR:
-        dag = "failed"
-    else:
-        dag = "running"
     problems = []
-    bad = [ad for ad in node_ads if states[ad["Node"]] in ("failed", "held")]
+    bad = [ad for ad in node_ads if states[ad["Node"]] in ("failed", "removed", "held")]
     if bad[:max_problems]:
-        events = job_events(run.nodes_log)
         nodes = read_dag(run.dag).nodes
         for ad in bad[:max_problems]:
             name = ad["Node"]
@@ -161,6 +160,32 @@ def read_status(run: Run, max_problems: int = 20) -> RunStatus:
         problems=problems,
         problem_count=len(bad),
     )
+
+
+def _current(info: dict, dag_ad: dict) -> bool:
+    """Whether the node status file was written for the last submission: the previous one's
+    stays until the new DAGMan writes its own."""
+    submissions = info["submissions"]
+    if not submissions or not dag_ad:
+        return False
+    submitted = datetime.fromisoformat(submissions[-1]["time"]).timestamp()
+    return dag_ad.get("Timestamp", 0) >= int(submitted)
+
+
+def _dag_state(run: Run, info: dict, dag_ad: dict) -> str:
+    """What the last submission's DAG is doing, from its own status file (``dag_ad``, empty
+    until written) and whether a DAGMan still runs it: one that was removed or died leaves
+    "running" in its file for good."""
+    if not info["submissions"]:
+        return "not submitted"
+    state = NodeState(dag_ad.get("DagStatus", NodeState.SUBMITTED))
+    if dag_ad and state == NodeState.DONE:
+        return "succeeded"
+    if dag_ad and state == NodeState.ERROR:
+        return "failed"
+    if still_queued(run):
+        return "running" if dag_ad else "starting"
+    return "stopped"
 
 
 def _eta(run: Run, info: dict, outcomes: dict[str, Outcome], total: int) -> float | None:

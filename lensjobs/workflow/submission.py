@@ -57,11 +57,13 @@ def prepare_resubmit(run: Run, ids: list[str], settings: RunSettings | None) -> 
                 f"--nodes {cid[:40]!r}: not a fitted candidate of {run.dir}; give candidate "
                 "IDs as the catalogue has them"
             )
-    if not ids and (dag_succeeded(run) or not run.rescue_dags()):
+    if not ids and dag_succeeded(run):
         raise RunError(
-            f"{run.dir}: nothing to resubmit (no rescue DAG: every node finished); "
+            f"{run.dir}: nothing to resubmit (the DAG succeeded: every node finished); "
             "use --nodes ID,... to fit chosen candidates again"
         )
+    if not ids and not run.rescue_dags():  # a killed --local executor, a DAGMan that died
+        rerun_nodes(run, set(), "the DAG stopped without writing a rescue DAG")
     if settings is not None:
         info = run.read_info()
         # Finished candidates do not run again, so new settings reach only those that will.

@@ -262,7 +262,7 @@ def write_rescue(run: Run, done: Iterable[str], comments: list[str]) -> Path:
         *(f"DONE {name}" for name in sorted(done)),
     ]
     text = "\n".join(lines) + "\n"
-    return atomic_write(path, lambda tmp: tmp.write_text(text))
+    return atomic_write(path, lambda tmp: tmp.write_text(text), durable=True)
 
 
 def rerun_nodes(run: Run, nodes: set[str], why: str) -> Path:
