@@ -49,6 +49,11 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fault(where: Path, error: OSError) -> NoReturn:
+    """A full disk or a network filesystem's hiccup: exit 1, which DAGMan retries."""
+    fail(f"{where}: {error.strerror or error}; a fault, not bad input", EXIT_FAULT)
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Progress]:
     columns = (
@@ -661,8 +666,7 @@ def node_split(
     except DamagedPriors as error:  # DAGMan runs the infer node again: it writes them anew
         fail(f"{error}; a fault, not bad input", EXIT_FAULT)
     except OSError as error:
-        # A full disk or a network filesystem's hiccup: a retry may well succeed.
-        fail(f"{out_dir}: {error.strerror or error}; a fault, not bad input", EXIT_FAULT)
+        fault(out_dir, error)
     out.print(f"wrote {len(ids)} fit inputs under {out_dir}", highlight=False)
 
 
@@ -712,6 +716,8 @@ def node_fit(
                     _say_fit(out_dir)
     except FitInputError as error:
         fail(str(error))
+    except OSError as error:  # writing the outputs: never the candidate's fault
+        fault(out_dir, error)
     if code == EXIT_CHECKPOINT:
         out.print(f"checkpoint saved in {out_dir}; run again to resume (exit {code})")
     raise typer.Exit(code)

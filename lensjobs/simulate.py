@@ -483,8 +483,9 @@ def simulate_systems(
     if workers == 1:
         yield from map(_simulate_task, tasks)
         return
-    # forkserver: the workers do not inherit the caller's threads (a progress bar's, JAX's).
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+    # spawn: the workers inherit no threads (a progress bar's, JAX's), and unlike forkserver
+    # it needs no socket in $TMPDIR, whose path can be too long for one.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(_simulate_task, tasks, chunksize=8)
 
 

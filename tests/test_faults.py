@@ -48,6 +48,22 @@ def test_a_full_disk_during_the_split_is_a_fault(
     assert "space" in line and line.endswith("; a fault, not bad input")
 
 
+def test_a_full_disk_under_a_fit_is_a_fault(
+    sim_file: Path, tmp_path: Path, full_disk: Path
+) -> None:
+    """Out of space while writing a fit's outputs: exit 1 (retried), never FAILED."""
+    infer = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer")
+    assert infer.returncode == 0, infer.stderr
+    priors = tmp_path / "infer" / "priors.fits"
+    assert run_cli("node", "split", sim_file, priors, "--out", tmp_path / "nodes").returncode == 0
+    lens = next(p for p in sorted((tmp_path / "nodes").glob("*/input.fits")))
+    result = run_cli("node", "fit", lens, "--out", full_disk / "out", "--preset", "quick")
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: {full_disk / 'out'}: ")
+    assert "space" in line and line.endswith("; a fault, not bad input")
+
+
 @pytest.mark.parametrize("keep", [0.5, 0.995])
 def test_a_truncated_priors_file_is_a_fault_found_before_writing(
     sim_file: Path, tmp_path: Path, keep: float

@@ -41,15 +41,19 @@ def candidates(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return with_broken_cutout(clean, folder / "candidates.fits")
 
 
-@pytest.fixture(scope="module")
-def local_run(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    runs = tmp_path_factory.mktemp("runs")
+def submit_local(candidates: Path, runs: Path) -> Path:
     result = run_cli(
         "submit", candidates, "--runs-dir", runs, "--local", "-j", "2",
         "--preset", "quick", "--infer-gpus", "0", "--fits-per-job", "2",
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
     return runs / "candidates"
+
+
+@pytest.fixture(scope="module")
+def local_run(candidates: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run that the tests using it only read."""
+    return submit_local(candidates, tmp_path_factory.mktemp("runs"))
 
 
 def stand_in_image(path: Path, megabytes: float) -> Path:
@@ -336,11 +340,12 @@ def test_pull_refuses_a_damaged_tarball(local_run: Path, tmp_path: Path) -> None
 
 
 def test_unusable_candidate_is_recorded_and_resubmit_nodes_refits_only_it(
-    local_run: Path, candidates: Path
+    candidates: Path, tmp_path: Path
 ) -> None:
     """A candidate whose input cannot be used ends FAILED with its reason, and its batch
     goes on (the node succeeds); `resubmit --nodes ID` fits just that candidate again, not
-    the other one of its batch nor anything else."""
+    the other one of its batch nor anything else. (A run of its own: it changes it.)"""
+    local_run = submit_local(candidates, tmp_path)
     victim = next(  # a lens: a non-lens ends as NO_ARCS before its priors are checked
         cid
         for cid in catalogue_ids(candidates)

@@ -118,8 +118,9 @@ def build_pngs(
         progress(len(tasks) - len(todo))
     with contextlib.ExitStack() as stack:
         if workers > 1 and len(todo) > 1:
-            # forkserver: the workers do not inherit the caller's threads (a progress bar's).
-            context = multiprocessing.get_context("forkserver")
+            # spawn: the workers inherit no threads (a progress bar's), and unlike forkserver
+            # it needs no socket in $TMPDIR, whose path can be too long for one.
+            context = multiprocessing.get_context("spawn")
             pool = stack.enter_context(context.Pool(min(workers, len(todo))))
             done = pool.imap_unordered(render, todo, chunksize=max(1, len(todo) // (8 * workers)))
         else:
