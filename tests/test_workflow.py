@@ -404,3 +404,17 @@ def test_unusable_candidate_is_recorded_and_resubmit_nodes_refits_only_it(
     unknown = run_cli("resubmit", local_run, "--nodes", "no_such_id")
     assert unknown.returncode == 2
     assert "--nodes 'no_such_id': not a fitted candidate of" in unknown.stderr
+
+
+@pytest.mark.parametrize("name", ["../../etc", "a b", 7, None])
+def test_a_run_whose_recorded_name_is_unsafe_is_refused(tmp_path: Path, name: object) -> None:
+    """run.json's name becomes file and batch names: checked wherever it is read."""
+    (tmp_path / "run.json").write_text(json.dumps({"name": name, "submissions": []}))
+    for command in ("status", "resubmit", "pull"):
+        args = ("--to", tmp_path / "got") if command == "pull" else ()
+        result = run_cli(command, tmp_path, *args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == (
+            f"error: {tmp_path / 'run.json'}: 'name' must be 1-64 letters, digits, '_' or "
+            f"'-' (found {str(name)!r}); restore run.json as lensjobs submit wrote it"
+        )

@@ -212,7 +212,7 @@ class Run:
 
     def read_info(self) -> dict[str, Any]:
         try:
-            return json.loads(self.info_file.read_text())
+            info = json.loads(self.info_file.read_text())
         except FileNotFoundError:
             raise RunError(
                 f"{self.dir}: not a lensjobs run (no run.json); give the directory "
@@ -220,6 +220,14 @@ class Run:
             ) from None
         except (OSError, ValueError) as error:
             raise RunError(f"{self.info_file}: unreadable ({error})") from None
+        # Its name becomes file and batch names: checked wherever it is read.
+        name = info.get("name") if isinstance(info, dict) else None
+        if not (isinstance(name, str) and NAME_PATTERN.fullmatch(name)):
+            raise RunError(
+                f"{self.info_file}: 'name' must be 1-64 letters, digits, '_' or '-' "
+                f"(found {str(name)[:40]!r}); restore run.json as lensjobs submit wrote it"
+            )
+        return info
 
     def write_info(self, info: dict[str, Any]) -> None:
         text = json.dumps(info, indent=2) + "\n"
