@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +16,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -33,6 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -54,6 +57,42 @@ def fault(where: Path, error: OSError) -> NoReturn:
     fail(f"{where}: {error.strerror or error}; a fault, not bad input", EXIT_FAULT)
 
 
+class LoggedProgress(Progress):
+    """A bar on a terminal; where stderr is a file (job logs, pipes, make) a bar would only
+    leave blank lines, so a plain line is written instead, at most every LOG_EVERY_S."""
+
+    LOG_EVERY_S = 30.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._logged = time.monotonic()
+        self._done: set[TaskID] = set()
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        super().update(task_id, **changes)
+        self._log(task_id)
+
+    def _log(self, task_id: TaskID) -> None:
+        task = self._tasks[task_id]
+        if not self.disable or task_id in self._done:
+            return
+        if task.finished:
+            self._done.add(task_id)
+        elif time.monotonic() - self._logged < self.LOG_EVERY_S:
+            return
+        self._logged = time.monotonic()
+        share = f" ({task.percentage:.0f} %)" if task.total else ""
+        elapsed = f", {task.elapsed:.0f} s" if task.elapsed is not None else ""
+        err.print(
+            f"{task.description}: {task.completed:.0f}/{task.total or 0:.0f}{share}{elapsed}",
+            highlight=False,
+        )
+
+
 @contextmanager
 def progress_bar(description: str, total: int) -> Iterator[Progress]:
     columns = (
@@ -64,8 +103,9 @@ def progress_bar(description: str, total: int) -> Iterator[Progress]:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    # No bar where stderr is a file (job logs, pipes): it would only leave blank lines there.
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
+    with LoggedProgress(
+        *columns, console=err, transient=True, disable=not err.is_terminal
+    ) as progress:
         progress.add_task(description, total=total)
         yield progress
 
@@ -77,7 +117,7 @@ def _advance(progress: Progress):
 
 @app.command()
 def validate(
-    file: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    file: Annotated[Path, typer.Argument(metavar="CANDIDATES", help="Candidate catalogue (FITS).")],
     max_problems: Annotated[int, typer.Option(help="Problem lines to list at most.")] = 20,
 ) -> None:
     """Check a candidate catalogue and summarise it on one screen."""
@@ -207,7 +247,9 @@ _POOL = {"rich_help_panel": "Pool (OSPool, CHTC)"}
 
 @app.command()
 def submit(
-    candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    candidates: Annotated[
+        Path, typer.Argument(metavar="CANDIDATES", help="Candidate catalogue (FITS).")
+    ],
     name: Annotated[
         str | None, typer.Option(help="Run name (default: the catalogue's file name).")
     ] = None,
@@ -217,17 +259,20 @@ def submit(
     ] = "standard",
     fits_per_job: Annotated[
         int | None,
-        typer.Option(min=1, help="Candidates per fit job (default: ~45 min of the preset's fits)."),
+        typer.Option(
+            min=1, help="Candidates per fit job.  [default: ~45 min of the preset's fits]"
+        ),
     ] = None,
     infer_gpus: Annotated[int, typer.Option(help="GPUs for the infer node: 1, or 0.")] = 1,
     fit_memory: Annotated[
-        str | None, typer.Option(help="Memory per fit job, e.g. 3GB (default 2GB).")
+        str | None, typer.Option(help="Memory per fit job, e.g. 3GB.  [default: 2GB]")
     ] = None,
     fit_disk: Annotated[
-        str | None, typer.Option(help="Disk per fit job (default: room for its batch).")
+        str | None,
+        typer.Option(help="Disk per fit job.  [default: room for its batch's inputs and outputs]"),
     ] = None,
     max_running_fits: Annotated[
-        int | None, typer.Option(help="Fit jobs queued at once (DAG MAXJOBS).")
+        int | None, typer.Option(help="Fit jobs queued at once (DAG MAXJOBS).  [default: 1000]")
     ] = None,
     fit_image: Annotated[
         str | None,
@@ -239,6 +284,7 @@ def submit(
     shared_fs: Annotated[
         bool,
         typer.Option(
+            "--shared-fs",
             help="No images: jobs run this Python, for pools that share this filesystem.",
             **_IMAGES,
         ),
@@ -254,7 +300,9 @@ def submit(
     project: Annotated[str | None, typer.Option(help="+ProjectName of the jobs.", **_POOL)] = None,
     checkpoint_every: Annotated[
         int | None,
-        typer.Option(min=1, help="Seconds between a fit job's checkpoints (default 900).", **_POOL),
+        typer.Option(
+            min=1, help="Seconds between a fit job's checkpoints.  [default: 900]", **_POOL
+        ),
     ] = None,
     infer_gpu_memory: Annotated[
         str | None, typer.Option(help="Least GPU memory for infer, e.g. 8GB.", **_POOL)
@@ -262,8 +310,12 @@ def submit(
     infer_gpu_capability: Annotated[
         float | None, typer.Option(help="Least CUDA capability for infer, e.g. 8.0.", **_POOL)
     ] = None,
-    dry_run: Annotated[bool, typer.Option(help="Write the run; submit nothing.")] = False,
-    local: Annotated[bool, typer.Option(help="Run the DAG on this machine, no pool.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Write the run; submit nothing.")] = (
+        False
+    ),
+    local: Annotated[
+        bool, typer.Option("--local", help="Run the DAG on this machine, no pool.")
+    ] = False,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="--local: nodes at once.")] = 2,
 ) -> None:
     """Validate a catalogue, write its run directory and DAG, and submit it.
@@ -406,8 +458,6 @@ def _start(run: Run, jobs: int) -> None:
 
 
 def _print_status(run: Run, max_problems: int = 20) -> None:
-    import time
-
     from lensjobs.workflow.status import STATES, read_status
 
     status = read_status(run, max_problems)
@@ -477,16 +527,18 @@ def _duration(seconds: float) -> str:
 
 @app.command()
 def status(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
-    watch: Annotated[bool, typer.Option(help="Refresh until the DAG has finished.")] = False,
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run directory made by 'lensjobs submit'.")
+    ],
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Refresh until the DAG has finished.")
+    ] = False,
     every: Annotated[float, typer.Option(min=1, help="--watch: seconds between refreshes.")] = 10,
     max_problems: Annotated[
         int, typer.Option(min=0, help="Failed or held nodes to explain at most.")
     ] = 20,
 ) -> None:
     """Where a run stands: nodes by state, progress, ETA, and why nodes failed or are held."""
-    import time
-
     from lensjobs.workflow.status import read_status
 
     run = _open_run(run_dir)
@@ -504,7 +556,9 @@ def status(
 
 @app.command()
 def resubmit(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run directory made by 'lensjobs submit'.")
+    ],
     preset: Annotated[str | None, typer.Option(help="New fit preset for nodes that run.")] = None,
     fit_memory: Annotated[str | None, typer.Option(help="New memory per fit, e.g. 2GB.")] = None,
     nodes: Annotated[
@@ -532,7 +586,9 @@ def resubmit(
 
 @app.command()
 def pull(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run directory made by 'lensjobs submit'.")
+    ],
     to: Annotated[Path, typer.Option(help="Where to put the results.")],
 ) -> None:
     """Verify result tarballs against the manifest, extract them and the summary."""
@@ -551,8 +607,10 @@ def pull(
     )
     for cid in pulled.missing:
         out.print(f"[yellow]missing[/] {cid}: no result tarball", highlight=False)
-    for line in pulled.failed:
-        out.print(f"[yellow]failed[/] {line}", highlight=False, markup=False)
+    for line in pulled.failed:  # failed.txt: ID, status (FAILED or SKIPPED), reason
+        cid, status, reason = [*line.split("\t", 2), "", ""][:3]
+        said = "skipped" if status == "SKIPPED" else "failed"
+        out.print(f"[yellow]{said}[/] {escape(cid)}: {escape(reason)}", highlight=False)
     if pulled.corrupt:
         for name in pulled.corrupt:
             err.print(
@@ -622,7 +680,9 @@ app.add_typer(node_app, name="node")
 
 @node_app.command("infer")
 def node_infer(
-    candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    candidates: Annotated[
+        Path, typer.Argument(metavar="CANDIDATES", help="Candidate catalogue (FITS).")
+    ],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for priors.fits.")],
     weights: Annotated[
         Path | None, typer.Option(help="Directory with segmenter/regressor weights and cards.")
@@ -649,7 +709,9 @@ def node_infer(
 
 @node_app.command("split")
 def node_split(
-    candidates: Annotated[Path, typer.Argument(help="Candidate catalogue (FITS).")],
+    candidates: Annotated[
+        Path, typer.Argument(metavar="CANDIDATES", help="Candidate catalogue (FITS).")
+    ],
     priors: Annotated[Path, typer.Argument(help="priors.fits from 'lensjobs node infer'.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Directory for <ID>/input.fits.")],
 ) -> None:
@@ -667,7 +729,8 @@ def node_split(
         fail(f"{error}; a fault, not bad input", EXIT_FAULT)
     except OSError as error:
         fault(out_dir, error)
-    out.print(f"wrote {len(ids)} fit inputs under {out_dir}", highlight=False)
+    skipped = f" ({n - len(ids)} unusable cutout(s) skipped)" if n > len(ids) else ""
+    out.print(f"wrote {len(ids)} fit inputs under {out_dir}{skipped}", highlight=False)
 
 
 @node_app.command("fit")
@@ -737,7 +800,9 @@ def _say_fit(out_dir: Path) -> None:
 
 @node_app.command("aggregate")
 def node_aggregate(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory made by 'lensjobs submit'.")],
+    run_dir: Annotated[
+        Path, typer.Argument(metavar="RUN", help="Run directory made by 'lensjobs submit'.")
+    ],
     workers: Annotated[
         int | None, typer.Option(min=1, help="Processes for the PNGs (default: all cores).")
     ] = None,

@@ -30,7 +30,7 @@ def split_priors(
     nodes_dir: Path,
     progress: Callable[[int], None] | None = None,
 ) -> list[str]:
-    """Write every candidate's fit input; returns the IDs in catalogue order.
+    """Write the fit input of every usable candidate; returns their IDs in catalogue order.
 
     One HDU list is built for the first candidate and refilled in place for every other:
     astropy rebuilds a table's header for each new table HDU, which made a fresh HDU list
@@ -43,10 +43,14 @@ def split_priors(
             raise ValueError(f"{priors}: its candidates are not those of {candidates}")
         probs = hdul["PROBS"]
         inputs: fits.HDUList | None = None
+        written: list[str] = []
         for start, block in catalog.iter_cutouts():
             classes = np.asarray(probs.section[start : start + len(block)]).argmax(axis=1)
             for k in range(len(block)):
                 i = start + k
+                if not rows["USABLE"][i]:  # validation skipped it: it gets no fit node
+                    continue
+                written.append(catalog.ids[i])
                 if inputs is None:
                     prior = fits.BinTableHDU(rows[i : i + 1].copy(), name="PRIOR")
                     inputs = input_hdus(
@@ -65,7 +69,7 @@ def split_priors(
                 atomic_write(nodes_dir / catalog.ids[i] / INPUT_FILE, inputs.writeto)
             if progress:
                 progress(len(block))
-        return catalog.ids
+        return written
 
 
 def _open_priors(priors: Path) -> fits.HDUList:

@@ -205,3 +205,4 @@ def test_a_pixel_scale_within_one_percent_is_accepted(tmp_path: Path) -> None:
     result = run_cli("validate", path)
     assert result.returncode == 0, result.stderr
     assert "pixel scale  0.263 arcsec/px" in result.stdout
+    assert result.stderr.startswith("scanning cutouts: 3/3 (100 %)")  # a log line, not a bar

@@ -7,8 +7,10 @@ import math
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+from conftest import run_cli
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -164,3 +166,30 @@ def test_status_and_flag_filters(driver: webdriver.Chrome) -> None:
     flag.select_by_value("")
     assert all(r.is_displayed() for r in _rows(driver))
     assert _severe(driver) == []
+
+
+def test_every_link_and_image_of_a_pulled_gallery_loads(
+    driver: webdriver.Chrome, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`lensjobs pull` makes a tree in which the gallery works as in the run directory."""
+    got = tmp_path_factory.mktemp("pulled")
+    pulled = run_cli("pull", make_run(tmp_path_factory), "--to", got)
+    assert pulled.returncode == 0, pulled.stdout + pulled.stderr
+    driver.get((got / "lensjobs_agg-test_results" / "index.html").as_uri())
+    try:
+        images = driver.find_elements(By.CSS_SELECTOR, "img")
+        assert images
+        for image in images:
+            driver.execute_script("arguments[0].scrollIntoView()", image)  # lazy loading
+            WebDriverWait(driver, 10).until(lambda d, i=image: d.execute_script(
+                "return arguments[0].complete", i
+            ))  # fmt: skip
+            assert driver.execute_script("return arguments[0].naturalWidth", image) > 0
+        hrefs = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "a")]
+        files = [h for h in hrefs if h.startswith("file://")]
+        assert len(files) > 2 * len(FITS)
+        broken = [h for h in files if not Path(unquote(h.removeprefix("file://"))).is_file()]
+        assert broken == []
+        assert _severe(driver) == []
+    finally:
+        driver.get((make_run(tmp_path_factory) / "summary" / "index.html").as_uri())

@@ -161,14 +161,17 @@ def test_node_infer_writes_priors(tiny_weights: Path, sim_file: Path, tmp_path: 
         assert np.all((ratio > 0.5) & (ratio < 2.0))  # untrained: plumbing only
     np.testing.assert_allclose(priors["FWHM_R"], table["FWHM_WMEAN_R"], rtol=1e-6)
 
-    # The POST script's split: one fit input per candidate, readable by the fit node.
+    # The POST script's split: one fit input per usable candidate, readable by the fit node.
     split = run_cli(
         "node", "split", candidates, tmp_path / "infer" / "priors.fits", "--out", tmp_path / "nodes"
     )
     assert split.returncode == 0, split.stderr
-    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == sorted(
-        table["COADD_OBJECT_ID"]
+    usable = [cid for k, cid in enumerate(table["COADD_OBJECT_ID"]) if k != 3]
+    assert sorted(p.name for p in (tmp_path / "nodes").iterdir()) == sorted(usable)
+    assert split.stdout.strip() == (
+        f"wrote 9 fit inputs under {tmp_path / 'nodes'} (1 unusable cutout(s) skipped)"
     )
+    assert split.stderr.startswith("splitting: 10/10 (100 %)")  # a log line, not a bar
     first = read_candidate(tmp_path / "nodes" / table["COADD_OBJECT_ID"][0] / "input.fits")
     np.testing.assert_array_equal(first.cutout, images[0])
     np.testing.assert_array_equal(first.classes, probs[0].argmax(axis=0))

@@ -143,7 +143,11 @@ def test_cli_simulate_unwritable_path(tmp_path: Path) -> None:
     result = run_cli("simulate", "--n", "1", "--out", blocker / "sim.fits")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith(f"error: {blocker / 'sim.fits'}: cannot write (")
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: {blocker / 'sim.fits'}: cannot write (")
+    )
 
 
 BREAKING = SimulationSettings(nonlens_frac=0.0, model_breaking=True)

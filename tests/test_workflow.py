@@ -324,8 +324,15 @@ def test_pull_verifies_and_extracts(local_run: Path, tmp_path: Path) -> None:
     for name in tarballs:
         cid = name.removesuffix(".tar.gz")
         assert (tmp_path / "got" / "nodes" / cid / "params.json").exists()
-    assert (tmp_path / "got" / "lensjobs_candidates_results" / "index.html").exists()
-    assert "NaN/Inf" in result.stdout  # the skipped candidate is listed as failed
+        assert (tmp_path / "got" / "results" / name).read_bytes() == (
+            local_run / "results" / name
+        ).read_bytes()
+    gallery = tmp_path / "got" / "lensjobs_candidates_results"
+    assert (gallery / "index.html").exists()
+    assert (gallery / "lensjobs_candidates_results.tar.gz").exists()  # linked from it
+    skipped = catalogue_ids(local_run / "candidates.fits")[BROKEN]
+    assert f"\nskipped {skipped}: 100 NaN/Inf pixels\n" in result.stdout  # not "failed"
+    assert "[" not in result.stdout  # no raw markup
 
 
 def test_pull_refuses_a_damaged_tarball(local_run: Path, tmp_path: Path) -> None:
@@ -418,3 +425,17 @@ def test_a_run_whose_recorded_name_is_unsafe_is_refused(tmp_path: Path, name: ob
             f"error: {tmp_path / 'run.json'}: 'name' must be 1-64 letters, digits, '_' or "
             f"'-' (found {str(name)!r}); restore run.json as lensjobs submit wrote it"
         )
+
+
+def test_a_path_that_is_not_a_run_is_said_so_in_plain_words(tmp_path: Path) -> None:
+    a_file = tmp_path / "README.md"
+    a_file.write_text("# not a run\n")
+    for path, what in ((a_file, "no such directory"), (tmp_path, "no run.json")):
+        for command in ("status", "resubmit", "pull"):
+            args = ("--to", tmp_path / "got") if command == "pull" else ()
+            result = run_cli(command, path, *args)
+            assert result.returncode == 2, result.stdout + result.stderr
+            assert result.stderr.strip() == (
+                f"error: {path}: not a lensjobs run ({what}); give the directory "
+                "'lensjobs submit' made"
+            )

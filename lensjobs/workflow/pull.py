@@ -1,11 +1,13 @@
 """``lensjobs pull``: copy a run's results somewhere else, verified. Every fit tarball is
 checked against results/MANIFEST (sha256, written by the aggregate node) before it is
-extracted into DIR/nodes/<ID>/; the summary tarball goes to DIR/lensjobs_<name>_results/
-and its members are checked against its own MANIFEST. The gallery's links to
-../nodes/<ID>/ then work in DIR as they do in the run directory."""
+extracted into DIR/nodes/<ID>/ and copied to DIR/results/; the summary tarball is extracted
+to DIR/lensjobs_<name>_results/ (and copied there), its members checked against its own
+MANIFEST. Every link of the gallery (../nodes/<ID>/, ../results/<ID>.tar.gz, the summary
+tarball) then resolves in DIR as it does in the run directory."""
 
 from __future__ import annotations
 
+import shutil
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,11 @@ def _extract(tarball: Path, into: Path) -> None:
         tar.extractall(into, filter="data")  # no absolute paths, links out or devices
 
 
+def _copy(path: Path, into: Path) -> None:
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, into / path.name)
+
+
 def pull_results(run: Run, to: Path) -> Pulled:
     manifest = run.results / "MANIFEST"
     summary = summary_tarball(run)
@@ -54,8 +61,10 @@ def pull_results(run: Run, to: Path) -> Pulled:
             pulled.corrupt.append(name)
             continue
         _extract(tarball, to / "nodes")
+        _copy(tarball, to / "results")
         pulled.extracted.append(cid)
     _extract(summary, to)
+    _copy(summary, pulled.summary)
     for name, digest in read_manifest(pulled.summary / "MANIFEST").items():
         member = pulled.summary / name
         if not member.is_file() or sha256_of(member) != digest:

@@ -213,9 +213,10 @@ class Run:
     def read_info(self) -> dict[str, Any]:
         try:
             info = json.loads(self.info_file.read_text())
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
+            what = "no run.json" if self.dir.is_dir() else "no such directory"
             raise RunError(
-                f"{self.dir}: not a lensjobs run (no run.json); give the directory "
+                f"{self.dir}: not a lensjobs run ({what}); give the directory "
                 "'lensjobs submit' made"
             ) from None
         except (OSError, ValueError) as error:
