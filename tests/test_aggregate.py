@@ -91,7 +91,7 @@ def make_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _update_prior(run, ids[NO_ARCS], NO_ARCS=True)
     assert _fit(run, ids[NO_ARCS]) == 0  # NO_ARCS is an answer, not bad input
     (run / "nodes" / ids[DIED] / "fit.err").write_text(ERR_LINES)
-    shutil.rmtree(run / "nodes" / ids[NAN_CUTOUT])  # no fit node is made for it
+    assert not (run / "nodes" / ids[NAN_CUTOUT]).exists()  # the split makes no input for it
     info = {
         "name": "agg-test",
         "created": CREATED,
@@ -200,7 +200,7 @@ def test_summary_pngs_only_for_fits(run: Path, ids: list[str]) -> None:
     assert pngs == sorted(ids[row] for row in FITS)
     for cid in pngs:
         with Image.open(run / "summary" / f"{cid}.png") as image:
-            assert image.size == (1440, 720) and image.mode == "RGB"
+            assert image.width == 1500 and image.height > 820 and image.mode == "RGB"
             assert not image.info  # no software tag, no date: identical on every run
 
 
@@ -267,7 +267,7 @@ def test_partial_run_is_reported_not_a_crash(run: Path, ids: list[str], tmp_path
     shutil.copytree(run, copy)
     shutil.rmtree(copy / "summary")
     (copy / "nodes" / ids[1] / "params.json").write_text('{"id": "trunc')
-    (copy / "nodes" / ids[0] / f"{ids[0]}_corner.png").unlink()
+    (copy / "nodes" / ids[0] / f"{ids[0]}_physical.png").unlink()
     (copy / "infer" / "priors.fits").unlink()
     (copy / "run.json").write_text("not json")
     report = aggregate_run(copy, workers=2)
@@ -281,10 +281,13 @@ def test_partial_run_is_reported_not_a_crash(run: Path, ids: list[str], tmp_path
         "4 NaN/Inf pixels",
     )
     assert table["REASON"][NEVER_RAN] == NO_INFERENCE
-    # The missing corner plot is drawn as a grey panel; the model panel is the fit's.
+    # The missing corner plot is drawn as a grey panel below the fit's overview.
+    with Image.open(copy / "nodes" / ids[0] / f"{ids[0]}_overview.png") as overview:
+        top = round(overview.height * 1500 / overview.width)
     with Image.open(copy / "summary" / f"{ids[0]}.png") as image:
-        assert image.size == (1440, 720)
-        assert image.getpixel((1080, 500)) == (225, 225, 225)
+        assert image.size == (1500, top + 820)
+        assert image.getpixel((400, top + 600)) == (225, 225, 225)
+        assert image.getpixel((400, top // 2)) != (225, 225, 225)
     # A damaged run.json: the run is named for its folder.
     assert (copy / "summary" / "lensjobs_run_results.tar.gz").exists()
 

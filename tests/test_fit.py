@@ -95,7 +95,8 @@ def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
     assert params["versions"]["lenstronomy"].startswith("1.14")
     text = (out / "sim1.txt").read_text()
     assert "theta_E_lens0:" in text and "reduced chi^2:" in text
-    for png in ("sim1_model.png", "sim1_corner.png", "sim1_trace.png"):
+    pngs = ("model", "corner", "trace", "overview", "physical")
+    for png in (f"sim1_{name}.png" for name in pngs):
         assert matplotlib.image.imread(out / png).ndim == 3
     with np.load(out / "posterior.npz") as posterior:
         assert posterior["samples"].shape == (preset.posterior_draws, len(NAMES))
@@ -112,6 +113,8 @@ def test_outputs_exist_and_parse(quick_fit: tuple[Path, dict]) -> None:
         "sim1_model.png",
         "sim1_corner.png",
         "sim1_trace.png",
+        "sim1_overview.png",
+        "sim1_physical.png",
         "posterior.npz",
         "MANIFEST",
     }

@@ -1,7 +1,8 @@
-"""Per-candidate summary PNGs: the fit's model figure left, its corner plot right, and a text
-box (ID, theta_E with its total error and that error's statistical and systematic parts, joint
-reduced chi^2, flag) in the corner plot's empty upper
-right. Composed with Pillow from the fit's own PNGs (no re-fit, no re-plot: ~0.2 s each),
+"""Per-candidate summary PNGs: the fit's colour overview on top (data with the critical
+curve, model, data minus lens light, normalised residuals, the source with the caustic),
+below it the corner plot of the physical lens parameters and a text box (ID, theta_E with
+its total error and that error's statistical and systematic parts, joint reduced chi^2,
+flag). Composed with Pillow from the fit's own PNGs (no re-fit, no re-plot: ~0.2 s each),
 in parallel. A PNG is rebuilt only when missing or older than its inputs; the bytes are the
 same either way (no timestamps, no software tag)."""
 
@@ -20,8 +21,9 @@ from PIL import Image, ImageDraw, ImageFont
 from lensjobs.aggregate.collect import Entry
 from lensjobs.files import atomic_write
 
-HEIGHT = 720  # px of both panels
-FONT_SIZE = 26
+WIDTH = 1500  # px of the overview, the summary's width
+CORNER = 820  # px of the corner plot's side
+FONT_SIZE = 28
 MARGIN = 14
 FONT = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
 
@@ -31,7 +33,7 @@ class SummaryTask:
     """Everything one summary PNG is made of (plain data: it goes to a worker process)."""
 
     out: Path
-    model: Path
+    overview: Path
     corner: Path
     params: Path
     lines: tuple[str, ...]
@@ -41,7 +43,7 @@ class SummaryTask:
             built = self.out.stat().st_mtime_ns
         except FileNotFoundError:
             return True
-        inputs = (self.model, self.corner, self.params)
+        inputs = (self.overview, self.corner, self.params)
         return any(p.exists() and p.stat().st_mtime_ns > built for p in inputs)
 
 
@@ -52,8 +54,8 @@ def summary_task(run: Path, entry: Entry) -> SummaryTask:
     chi2 = entry.number("reduced_chi2", "joint")
     return SummaryTask(
         out=run / "summary" / f"{entry.id}.png",
-        model=node / f"{entry.id}_model.png",
-        corner=node / f"{entry.id}_corner.png",
+        overview=node / f"{entry.id}_overview.png",
+        corner=node / f"{entry.id}_physical.png",
         params=node / "params.json",
         lines=(
             entry.id,
@@ -70,40 +72,45 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT), size)
 
 
-def _panel(path: Path, label: str) -> Image.Image:
-    """The image scaled to HEIGHT, or a grey square saying why there is none."""
+def _panel(path: Path, label: str, size: tuple[int, int], by_width: bool) -> Image.Image:
+    """The image scaled to ``size``'s width (or height), or a grey box saying why there is
+    none."""
     try:
         with Image.open(path) as image:
-            width = max(1, round(image.width * HEIGHT / image.height))
-            # reducing_gap: a fast integer reduction first (the corner plot is ~3000 px
-            # square); converted after scaling, where it is cheap.
-            scaled = image.resize((width, HEIGHT), Image.Resampling.LANCZOS, reducing_gap=2.0)
+            if by_width:
+                scaled_size = (size[0], max(1, round(image.height * size[0] / image.width)))
+            else:
+                scaled_size = (max(1, round(image.width * size[1] / image.height)), size[1])
+            # reducing_gap: a fast integer reduction first; converted after scaling, where it
+            # is cheap.
+            scaled = image.resize(scaled_size, Image.Resampling.LANCZOS, reducing_gap=2.0)
         return scaled.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         why = "missing" if isinstance(err, FileNotFoundError) else "unreadable"
-        panel = Image.new("RGB", (HEIGHT, HEIGHT), (225, 225, 225))
+        panel = Image.new("RGB", size, (225, 225, 225))
         ImageDraw.Draw(panel).text(
-            (HEIGHT // 2, HEIGHT // 2), f"{label} {why}", fill="black", font=_font(30), anchor="mm"
-        )
+            (size[0] // 2, size[1] // 2), f"{label} {why}", fill="black", font=_font(30),
+            anchor="mm",
+        )  # fmt: skip
         return panel
 
 
 def render(task: SummaryTask) -> Path:
-    model = _panel(task.model, "model PNG")
-    corner = _panel(task.corner, "corner PNG")
-    canvas = Image.new("RGB", (model.width + corner.width, HEIGHT), "white")
-    canvas.paste(model, (0, 0))
-    canvas.paste(corner, (model.width, 0))
+    overview = _panel(task.overview, "overview PNG", (WIDTH, WIDTH * 36 // 165), by_width=True)
+    corner = _panel(task.corner, "corner PNG", (CORNER, CORNER), by_width=False)
+    canvas = Image.new("RGB", (WIDTH, overview.height + corner.height), "white")
+    canvas.paste(overview, (0, 0))
+    canvas.paste(corner, (0, overview.height))
     draw = ImageDraw.Draw(canvas)
     text = "\n".join(task.lines)
     font = _font(FONT_SIZE)
-    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=8)
-    # Top right of the corner plot: its upper triangle is empty.
-    x = canvas.width - MARGIN - (right - left) - 2 * MARGIN
-    box = (x, MARGIN, canvas.width - MARGIN, MARGIN + (bottom - top) + 2 * MARGIN)
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=10)
+    # Beside the corner plot, level with its top.
+    x, y = corner.width + 3 * MARGIN, overview.height + 3 * MARGIN
+    box = (x, y, x + (right - left) + 2 * MARGIN, y + (bottom - top) + 2 * MARGIN)
     draw.rounded_rectangle(box, radius=10, fill=(255, 255, 240), outline="black", width=2)
     draw.multiline_text(
-        (x + MARGIN - left, MARGIN + MARGIN - top), text, fill="black", font=font, spacing=8
+        (x + MARGIN - left, y + MARGIN - top), text, fill="black", font=font, spacing=10
     )
     # Level 3: faster than the default 6 and, for these figures, smaller too.
     return atomic_write(task.out, lambda tmp: canvas.save(tmp, format="PNG", compress_level=3))

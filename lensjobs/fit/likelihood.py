@@ -187,6 +187,13 @@ def blur_matrices(fwhm: jax.Array, data: Data) -> jax.Array:
 
 def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     """The model image per band (B, n, n) and its linear amplitudes (B, 2)."""
+    parts, amplitudes = band_components(p, data)
+    return parts.sum(axis=1), amplitudes
+
+
+def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
+    """Each band's model as its lens light and lensed source (B, 2, n, n), and their linear
+    amplitudes (B, 2), solved by weighted least squares."""
     units = unit_images(p, data)
     blur = blur_matrices(p[17:20], data)
     blurred = jnp.einsum("bij,cjk,blk->bcil", blur, units, blur)
@@ -197,8 +204,7 @@ def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     )
     rhs = jnp.einsum("bcij,bij,bij->bc", blurred, weight, data.image)
     amplitudes = jnp.linalg.solve(normal, rhs[..., None])[..., 0]
-    model = jnp.einsum("bc,bcij->bij", amplitudes, blurred)
-    return model, amplitudes
+    return amplitudes[..., None, None] * blurred, amplitudes
 
 
 def log_likelihood(p: jax.Array, data: Data) -> jax.Array:
@@ -216,3 +222,4 @@ value_and_grad = jax.jit(jax.value_and_grad(log_likelihood))
 hessian = jax.jit(jax.hessian(log_likelihood))
 values = jax.jit(jax.vmap(log_likelihood, in_axes=(0, None)))
 models = jax.jit(band_models)
+components = jax.jit(band_components)

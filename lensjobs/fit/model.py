@@ -213,3 +213,33 @@ def to_kwargs(args: np.ndarray) -> dict[str, list[dict[str, Any]]]:
         ],
         "kwargs_lens_light": [light],
     }
+
+
+PHYSICAL_LABELS = (
+    r"$\theta_E$ [arcsec]",
+    r"$q$",
+    r"$\phi$ [deg]",
+    r"$\gamma_\mathrm{ext}$",
+    r"$\phi_\mathrm{ext}$ [deg]",
+    r"$x$ [arcsec]",
+    r"$y$ [arcsec]",
+)
+
+
+def physical(lens: np.ndarray) -> np.ndarray:
+    """Samples of LENS_PARAMETERS (theta_E, e1, e2, gamma1, gamma2, x, y) as the quantities
+    astronomers quote: theta_E, axis ratio q and position angle phi of the mass, shear
+    strength and angle, centre (lenstronomy's conventions; angles in degrees)."""
+    theta, e1, e2, g1, g2, x, y = np.asarray(lens, dtype=float).T
+    c = np.hypot(e1, e2)
+    q = (1 - c) / (1 + c)
+    gamma = np.hypot(g1, g2)
+    return np.stack([theta, q, _angle(e1, e2), gamma, _angle(g1, g2), x, y], axis=-1)
+
+
+def _angle(c1: np.ndarray, c2: np.ndarray) -> np.ndarray:
+    """Position angles (deg) of the samples' (c1, c2) = c (cos 2phi, sin 2phi), within 90 deg
+    of their mean direction: no sample jumps by 180 deg where the range would wrap."""
+    mean = np.degrees(np.arctan2(np.mean(c2), np.mean(c1)) / 2)
+    phi = np.degrees(np.arctan2(c2, c1) / 2)
+    return mean + (phi - mean + 90) % 180 - 90

@@ -29,7 +29,15 @@ from lensjobs.files import write_tarball
 from lensjobs.fit import errors, likelihood, outputs
 from lensjobs.fit.inputs import Candidate, FitInputError, read_candidate
 from lensjobs.fit.likelihood import NAMES
-from lensjobs.fit.model import LENS_PARAMETERS, likelihood_data, start
+from lensjobs.fit.model import (
+    LENS_PARAMETERS,
+    PHYSICAL_LABELS,
+    background_rms,
+    likelihood_data,
+    physical,
+    start,
+    to_kwargs,
+)
 from lensjobs.fit.presets import PRESETS, FitPreset
 from lensjobs.fit.sampling import Clock, Sampler, SamplerState, posterior
 
@@ -40,6 +48,7 @@ POOR_FIT_CHI2 = 2.0  # joint reduced chi^2 above this: POOR_FIT
 # range from one: the posterior piles up there (MCMC), or its Gaussian runs past it
 # (Laplace), so the error bar is not to be trusted.
 BOUND_MARGIN = 0.02
+SOURCE_PIXELS = 81  # per side of the overview's source panel
 
 
 @dataclass
@@ -260,6 +269,28 @@ def fit_quality(problem: Problem, best: np.ndarray) -> dict[str, Any]:
     }
 
 
+def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: Path) -> Path:
+    """The colour overview of the best fit (outputs.overview_png), its source rendered in
+    the source plane with each band's fitted amplitude."""
+    data, kwargs = problem.data, to_kwargs(best)
+    parts, amplitudes = (np.asarray(a) for a in likelihood.components(best, data))
+    half, (sx, sy) = outputs.source_window(kwargs)
+    side = np.linspace(-half, half, SOURCE_PIXELS)
+    x, y = np.meshgrid(sx + side, sy + side)
+    unit = np.asarray(likelihood.sersic(x, y, *best[5:11])) * data.pixscale**2
+    return outputs.overview_png(
+        path,
+        quality["observed"],
+        parts,
+        quality["residuals"],
+        np.asarray(data.mask),
+        background_rms(problem.candidate),
+        data.pixscale,
+        kwargs,
+        amplitudes[:, 1, None, None] * unit,
+    )
+
+
 def _flag(state: SamplerState, chi2: float, bounded: list[str]) -> tuple[str, str]:
     lens_bounded = [n for n in bounded if n in LENS_PARAMETERS]
     if chi2 > POOR_FIT_CHI2:
@@ -302,6 +333,12 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
             list(LENS_PARAMETERS),
         ),
         outputs.trace_png(out / f"{c.id}_trace.png", state, problem.names),
+        overview(problem, best, quality, out / f"{c.id}_overview.png"),
+        outputs.physical_corner_png(
+            out / f"{c.id}_physical.png",
+            physical(samples[:, [problem.names.index(n) for n in LENS_PARAMETERS]]),
+            PHYSICAL_LABELS,
+        ),
         # Samples and chains in float32 (their spread is far above its precision): a batch
         # job's checkpoint carries every finished fit's files.
         outputs.save_npz(

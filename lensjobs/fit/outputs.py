@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import corner
 import matplotlib.pyplot as plt
 import numpy as np
+from astropy.visualization import make_lupton_rgb
 from matplotlib.colors import AsinhNorm
 
 from lensjobs.catalog import BANDS
@@ -25,9 +26,10 @@ def write_json(path: Path, data: dict[str, Any]) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def _save_figure(fig: plt.Figure, path: Path) -> Path:
+def _save_figure(fig: plt.Figure, path: Path, tight: bool = False) -> Path:
     def write(tmp: Path) -> None:
-        fig.savefig(tmp, dpi=90, format="png")
+        # tight: corner places its axis labels partly outside the figure.
+        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight" if tight else None)
 
     atomic_write(path, write)
     plt.close(fig)
@@ -64,7 +66,106 @@ def model_png(
     return _save_figure(fig, path)
 
 
-def corner_png(path: Path, samples: np.ndarray, names: list[str]) -> Path:
+def colour(images: np.ndarray, rms: np.ndarray) -> np.ndarray:
+    """A gri colour composite (i red, r green, g blue) in units of each band's sky noise,
+    with one asinh stretch (Lupton et al. 2004) for every panel made from the same data."""
+    scaled = [images[k] / rms[k] for k in (2, 1, 0)]
+    return make_lupton_rgb(*scaled, minimum=-1.0, stretch=8.0, Q=6.0)
+
+
+def lens_curves(kwargs_lens: list[dict[str, float]], size: float, pixscale: float):
+    """The critical curves and caustics of the fitted SIE + shear (lists of (x, y) arrays)."""
+    from lenstronomy.LensModel.lens_model import LensModel
+    from lenstronomy.LensModel.lens_model_extensions import LensModelExtensions
+
+    extensions = LensModelExtensions(LensModel(["SIE", "SHEAR"]))
+    ra, dec, ra_c, dec_c = extensions.critical_curve_caustics(
+        kwargs_lens, compute_window=size, grid_scale=pixscale / 4
+    )
+    return list(zip(ra, dec, strict=True)), list(zip(ra_c, dec_c, strict=True))
+
+
+def _scale_bar(
+    ax: plt.Axes, extent: float, arcsec: float = 1.0, centre: tuple[float, float] = (0, 0)
+) -> None:
+    x0, y0 = centre[0] - 0.9 * extent, centre[1] - 0.85 * extent
+    ax.plot([x0, x0 + arcsec], [y0, y0], color="white", lw=2.5, solid_capstyle="butt")
+    ax.text(x0 + arcsec / 2, y0 + 0.05 * extent, f'{arcsec:g}"', color="white",
+            ha="center", va="bottom", fontsize=11)  # fmt: skip
+
+
+def overview_png(
+    path: Path,
+    observed: np.ndarray,
+    parts: np.ndarray,
+    residuals: np.ndarray,
+    mask: np.ndarray,
+    rms: np.ndarray,
+    pixscale: float,
+    kwargs: dict[str, list[dict[str, float]]],
+    source: np.ndarray,
+) -> Path:
+    """What an astronomer looks at first, in colour: the data with the critical curve, the
+    model, the data minus the lens light (the arcs), the normalised residuals of the three
+    bands together, and the reconstructed source with the caustic; masked pixels are
+    outlined the same way in every image panel and grey in the residuals."""
+    n = observed.shape[-1]
+    half = n * pixscale / 2
+    extent = (-half, half, -half, half)
+    critical, caustics = lens_curves(kwargs["kwargs_lens"], 2 * half, pixscale)
+    panels = (
+        ("data", colour(observed, rms)),
+        ("model", colour(parts.sum(axis=1), rms)),
+        ("data - lens light", colour(observed - parts[:, 0], rms)),
+    )
+    fig, axes = plt.subplots(1, 5, figsize=(16.5, 3.6))
+    for ax, (title, image) in zip(axes, panels, strict=False):
+        ax.imshow(image, origin="lower", extent=extent, interpolation="nearest")
+        ax.contour(mask, levels=[0.5], extent=extent, colors="0.7", linewidths=0.8,
+                   linestyles="--")  # fmt: skip
+        ax.set_title(title, fontsize=13)
+    for ax in (axes[0], axes[2]):
+        for x, y in critical:
+            ax.plot(x, y, color="#ffd21f", lw=1)
+    chi = np.nansum(residuals, axis=0) / np.sqrt(len(residuals))
+    cmap = plt.get_cmap("RdBu_r").copy()
+    cmap.set_bad("0.6")
+    shown = axes[3].imshow(np.where(mask > 0, chi, np.nan), origin="lower", extent=extent,
+                           cmap=cmap, vmin=-5, vmax=5, interpolation="nearest")  # fmt: skip
+    axes[3].set_title("normalised residuals, g+r+i", fontsize=13)
+    fig.colorbar(shown, ax=axes[3], fraction=0.046, pad=0.02)
+    src_half, (sx, sy) = source_window(kwargs)
+    axes[4].imshow(colour(source, rms), origin="lower", interpolation="nearest",
+                   extent=(sx - src_half, sx + src_half, sy - src_half, sy + src_half))  # fmt: skip
+    for x, y in caustics:
+        axes[4].plot(x, y, color="#ffd21f", lw=1)
+    axes[4].set_xlim(sx - src_half, sx + src_half)
+    axes[4].set_ylim(sy - src_half, sy + src_half)
+    axes[4].set_title("source (model) and caustic", fontsize=13)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[:4]:
+        _scale_bar(ax, half)
+    _scale_bar(axes[4], src_half, 0.5, (sx, sy))
+    fig.tight_layout()
+    return _save_figure(fig, path)
+
+
+def source_window(kwargs: dict[str, list[dict[str, float]]]) -> tuple[float, tuple[float, float]]:
+    """Half the size and the centre of the source panel: four half-light radii, at least 1"."""
+    src = kwargs["kwargs_source"][0]
+    return max(2.0 * src["R_sersic"], 0.5), (src["center_x"], src["center_y"])
+
+
+def physical_corner_png(path: Path, samples: np.ndarray, labels: tuple[str, ...]) -> Path:
+    """A corner plot of the physical lens parameters, sized to be read in the summary."""
+    return corner_png(path, samples, list(labels), fontsize=14, figsize=9.5)
+
+
+def corner_png(
+    path: Path, samples: np.ndarray, names: list[str], fontsize: int = 7, figsize: float = 0
+) -> Path:
     """The posterior's corner plot; a parameter held at a bound (no spread) gets a small
     range around its value, which corner cannot choose itself."""
     low, high = samples.min(axis=0), samples.max(axis=0)
@@ -81,11 +182,16 @@ def corner_png(path: Path, samples: np.ndarray, names: list[str]) -> Path:
             labels=names,
             range=ranges,
             quantiles=[0.16, 0.5, 0.84],
-            label_kwargs={"fontsize": 7},
+            label_kwargs={"fontsize": fontsize},
+            max_n_ticks=3,
+            labelpad=0.12,
+            **({"fig": plt.figure(figsize=(figsize, figsize))} if figsize else {}),
         )
+        for ax in fig.axes:
+            ax.tick_params(labelsize=fontsize * 0.8)
     finally:
         root.setLevel(level)
-    return _save_figure(fig, path)
+    return _save_figure(fig, path, tight=True)
 
 
 def trace_png(path: Path, state: Any, names: list[str]) -> Path:
