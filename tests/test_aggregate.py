@@ -195,13 +195,26 @@ def test_failed_txt_lists_every_candidate_not_done(run: Path, ids: list[str]) ->
     ]
 
 
-def test_summary_pngs_only_for_fits(run: Path, ids: list[str]) -> None:
-    pngs = sorted(p.stem for p in (run / "summary").glob("*.png"))
-    assert pngs == sorted(ids[row] for row in FITS)
-    for cid in pngs:
+def test_every_candidate_has_a_picture(run: Path, ids: list[str]) -> None:
+    """A summary per fit; for every other candidate a card (its colour cutout, segmentation
+    and reason); a thumbnail for each, with the critical curve where there is a fit."""
+    pngs = sorted(p.name for p in (run / "summary").glob("*.png"))
+    assert pngs == sorted([f"{cid}.png" for cid in ids] + [f"{cid}_thumb.png" for cid in ids])
+    for row, cid in enumerate(ids):
         with Image.open(run / "summary" / f"{cid}.png") as image:
-            assert image.width == 1500 and image.height > 820 and image.mode == "RGB"
+            assert image.mode == "RGB"
             assert not image.info  # no software tag, no date: identical on every run
+            if row in FITS:
+                assert image.width == 1500 and image.height > 820
+            else:  # a card: two 270 px panels side by side, the text below
+                assert image.width == 2 * 45 * 6 + 30 and image.height > 270 + 2 * 26
+                segmentation = image.crop((290, 10, 560, 280)).getcolors(10_000)
+                # The networks saw every cutout but the NaN one: its map stays blank.
+                assert (len(segmentation) == 1) == (row == NAN_CUTOUT), (row, segmentation)
+        with Image.open(run / "summary" / f"{cid}_thumb.png") as thumb:
+            assert thumb.size == (135, 135)
+            curve = np.all(np.asarray(thumb) == (255, 210, 31), axis=-1).sum()
+            assert (curve > 20) == (row in FITS), (row, curve)
 
 
 def test_manifests_and_tarball(run: Path, ids: list[str]) -> None:
@@ -217,7 +230,8 @@ def test_manifests_and_tarball(run: Path, ids: list[str]) -> None:
         contents = {m.name: tar.extractfile(m).read() for m in members}
     top = "lensjobs_agg-test_results/"
     files = sorted(
-        [f"{ids[r]}.png" for r in FITS]
+        [f"{cid}.png" for cid in ids]
+        + [f"{cid}_thumb.png" for cid in ids]
         + ["catalog.csv", "catalog.fits", "failed.txt", "index.html"]
     )
     assert names == [top + f for f in files] + [top + "MANIFEST"]

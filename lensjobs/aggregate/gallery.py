@@ -1,6 +1,7 @@
 """``summary/index.html``: a self-contained gallery of the run that opens offline from
 file:// (inline CSS, JavaScript and SVG; no network). One table row per candidate:
-thumbnail, ID, status, flag, theta_E, chi^2, CPU seconds, reason, links to the fit's files
+thumbnail (the colour cutout, the critical curve on a fit; a click opens the candidate's
+summary or card), ID, status, flag, theta_E, chi^2, CPU time, reason, links to the fit's files
 (``../nodes/<ID>/...``, ``../results/<ID>.tar.gz``). Columns sort on a click (numbers as
 numbers); a text box and status/flag menus filter the rows. Every string is escaped."""
 
@@ -14,6 +15,7 @@ from urllib.parse import quote
 import numpy as np
 
 from lensjobs.aggregate.collect import FLAGS, STATUSES, Entry, RunInfo, cpu_total
+from lensjobs.aggregate.cutouts import thumb_name
 from lensjobs.files import atomic_write
 
 COLOURS = {
@@ -44,7 +46,7 @@ th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-al
 th{background:#f4f4f4;white-space:nowrap}th[data-sort]{cursor:pointer}
 th[aria-sort=ascending]::after{content:" \\25B2"}th[aria-sort=descending]::after{content:" \\25BC"}
 td.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-td img{width:240px;height:auto;display:block}
+td img{width:135px;height:135px;display:block;image-rendering:pixelated}
 td.files a{margin-right:.5em}
 .badge{color:#fff;border-radius:.3em;padding:.05em .4em;font-size:.9em;white-space:nowrap}
 """
@@ -145,6 +147,15 @@ def _number(value: float, fmt: str) -> tuple[str, str]:
     return ("", "—") if math.isnan(value) else (repr(value), format(value, fmt))
 
 
+def _duration(seconds: float) -> str:
+    """CPU time as people say it: 8.4 s, 3.2 min, 1.5 h."""
+    if seconds < 100:
+        return f"{seconds:.1f} s"
+    if seconds < 6000:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def _badge(word: str) -> str:
     if not word:
         return "—"
@@ -170,11 +181,12 @@ def _links(run: Path, cid: str) -> str:
 
 def _row(run: Path, entry: Entry) -> str:
     cid = escape(entry.id)
-    png = run / "summary" / f"{entry.id}.png"
+    png, small = f"{entry.id}.png", thumb_name(entry.id)
+    what = "summary" if entry.fitted else "cutout, segmentation and reason"
     thumb = (
-        f'<a href="{escape(quote(png.name))}"><img src="{escape(quote(png.name))}" '
-        f'alt="summary of {cid}" loading="lazy"></a>'
-        if png.exists()
+        f'<a href="{escape(quote(png))}"><img src="{escape(quote(small))}" '
+        f'alt="{cid}: colour cutout; click for its {what}" loading="lazy"></a>'
+        if (run / "summary" / small).exists()
         else ""
     )
     theta, err = entry.estimate("THETA_E")
@@ -182,7 +194,8 @@ def _row(run: Path, entry: Entry) -> str:
     if theta_key and not math.isnan(err):
         theta_text += f" ± {err:.3f}"
     chi2_key, chi2_text = _number(entry.number("reduced_chi2", "joint"), ".2f")
-    cpu_key, cpu_text = _number(entry.number("cpu_seconds"), ".1f")
+    cpu = entry.number("cpu_seconds")
+    cpu_key, cpu_text = ("", "—") if math.isnan(cpu) else (repr(cpu), _duration(cpu))
     search = " ".join((entry.id, entry.status, entry.flag, entry.reason)).lower()
     return (
         f'<tr data-status="{entry.status}" data-flag="{escape(entry.flag)}" '
@@ -226,7 +239,7 @@ def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list
         ("flag", "text"),
         ("θE (″) ± error", "num"),
         ("χ²ν joint", "num"),
-        ("CPU s", "num"),
+        ("CPU", "num"),
         ("reason", "text"),
         ("files", ""),
     ]

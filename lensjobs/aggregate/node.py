@@ -2,9 +2,10 @@
 ``RUN/results/MANIFEST`` from whatever the fits left, however many failed.
 
 Writes, each atomically, and byte-identically when run again on the same run directory:
-``summary/<ID>.png`` per fitted candidate, ``summary/catalog.fits``, ``summary/catalog.csv``,
-``summary/failed.txt``, ``summary/index.html``, ``results/MANIFEST`` and
-``summary/lensjobs_<name>_results.tar.gz``.
+``summary/<ID>.png`` per candidate (a fit's summary, else a card with its cutout,
+segmentation and reason), ``summary/<ID>_thumb.png`` (the gallery's),
+``summary/catalog.fits``, ``summary/catalog.csv``, ``summary/failed.txt``,
+``summary/index.html``, ``results/MANIFEST`` and ``summary/lensjobs_<name>_results.tar.gz``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lensjobs.aggregate.collect import FLAGS, STATUSES, collect, cpu_total, read_run_info
+from lensjobs.aggregate.cutouts import write_pictures
 from lensjobs.aggregate.gallery import write_gallery
 from lensjobs.aggregate.results import (
     results_table,
@@ -57,9 +59,7 @@ def aggregate_run(
     built = build_pngs(
         [summary_task(run, e) for e in fitted], workers or os.cpu_count() or 1, progress
     )
-    for e in entries:  # a PNG left from an earlier aggregate of a fit that is gone
-        if not e.fitted:
-            (summary / f"{e.id}.png").unlink(missing_ok=True)
+    pictures = write_pictures(run, entries)  # thumbnails; cards where there is no summary
 
     table = results_table(entries, inputs, id_column)
     tarball = summary / f"lensjobs_{info.name}_results.tar.gz"
@@ -72,7 +72,7 @@ def aggregate_run(
     files.append(write_gallery(summary / "index.html", run, info, entries, downloads))
     pngs = [summary / f"{e.id}.png" for e in fitted]
     manifest = write_results_manifest(run / "results")
-    write_tarball(tarball, pngs + files, info.mtime)
+    write_tarball(tarball, pngs + pictures + files, info.mtime)
 
     status = Counter(e.status for e in entries)
     flag = Counter(e.flag for e in entries)

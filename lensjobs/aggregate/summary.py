@@ -68,7 +68,7 @@ def summary_task(run: Path, entry: Entry) -> SummaryTask:
 
 
 @functools.cache
-def _font(size: int) -> ImageFont.FreeTypeFont:
+def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(FONT), size)
 
 
@@ -89,7 +89,7 @@ def _panel(path: Path, label: str, size: tuple[int, int], by_width: bool) -> Ima
         why = "missing" if isinstance(err, FileNotFoundError) else "unreadable"
         panel = Image.new("RGB", size, (225, 225, 225))
         ImageDraw.Draw(panel).text(
-            (size[0] // 2, size[1] // 2), f"{label} {why}", fill="black", font=_font(30),
+            (size[0] // 2, size[1] // 2), f"{label} {why}", fill="black", font=font(30),
             anchor="mm",
         )  # fmt: skip
         return panel
@@ -103,14 +103,14 @@ def render(task: SummaryTask) -> Path:
     canvas.paste(corner, (0, overview.height))
     draw = ImageDraw.Draw(canvas)
     text = "\n".join(task.lines)
-    font = _font(FONT_SIZE)
-    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, spacing=10)
+    face = font(FONT_SIZE)
+    left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=face, spacing=10)
     # Beside the corner plot, level with its top.
     x, y = corner.width + 3 * MARGIN, overview.height + 3 * MARGIN
     box = (x, y, x + (right - left) + 2 * MARGIN, y + (bottom - top) + 2 * MARGIN)
     draw.rounded_rectangle(box, radius=10, fill=(255, 255, 240), outline="black", width=2)
     draw.multiline_text(
-        (x + MARGIN - left, y + MARGIN - top), text, fill="black", font=font, spacing=10
+        (x + MARGIN - left, y + MARGIN - top), text, fill="black", font=face, spacing=10
     )
     # Level 3: faster than the default 6 and, for these figures, smaller too.
     return atomic_write(task.out, lambda tmp: canvas.save(tmp, format="PNG", compress_level=3))

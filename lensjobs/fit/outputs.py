@@ -14,10 +14,10 @@ matplotlib.use("Agg")
 import corner
 import matplotlib.pyplot as plt
 import numpy as np
-from astropy.visualization import make_lupton_rgb
 from matplotlib.colors import AsinhNorm
 
 from lensjobs.catalog import BANDS
+from lensjobs.display import colour, lens_curves
 from lensjobs.files import atomic_write
 
 
@@ -64,25 +64,6 @@ def model_png(
     fig.suptitle(cid)
     fig.tight_layout()
     return _save_figure(fig, path)
-
-
-def colour(images: np.ndarray, rms: np.ndarray) -> np.ndarray:
-    """A gri colour composite (i red, r green, g blue) in units of each band's sky noise,
-    with one asinh stretch (Lupton et al. 2004) for every panel made from the same data."""
-    scaled = [images[k] / rms[k] for k in (2, 1, 0)]
-    return make_lupton_rgb(*scaled, minimum=-1.0, stretch=8.0, Q=6.0)
-
-
-def lens_curves(kwargs_lens: list[dict[str, float]], size: float, pixscale: float):
-    """The critical curves and caustics of the fitted SIE + shear (lists of (x, y) arrays)."""
-    from lenstronomy.LensModel.lens_model import LensModel
-    from lenstronomy.LensModel.lens_model_extensions import LensModelExtensions
-
-    extensions = LensModelExtensions(LensModel(["SIE", "SHEAR"]))
-    ra, dec, ra_c, dec_c = extensions.critical_curve_caustics(
-        kwargs_lens, compute_window=size, grid_scale=pixscale / 4
-    )
-    return list(zip(ra, dec, strict=True)), list(zip(ra_c, dec_c, strict=True))
 
 
 def _scale_bar(
