@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lensjobs"
-SCIENCE = ["catalog.py", "simulate.py", "labels.py", "frame.py", "infer.py", "split.py",
-           "train.py", "files.py", "ids.py", "display.py", "models", "fit", "aggregate"]  # fmt: skip
+SCIENCE = ["catalog.py", "simulate.py", "labels.py", "frame.py", "display.py", "infer.py",
+           "split.py", "train.py", "files.py", "ids.py", "models", "fit", "aggregate"]  # fmt: skip
 
 
 def imported(path: Path) -> set[str]:
