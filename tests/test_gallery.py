@@ -21,7 +21,7 @@ from test_aggregate import FITS, make_run
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 SCREENSHOT = Path("/tmp/lensjobs_gallery.png")
-COLUMNS = {"ID": 1, "status": 2, "flag": 3, "theta": 4, "chi2": 5, "cpu": 6}
+COLUMNS = {"ID": 1, "status": 2, "flag": 3, "theta": 4, "chi2": 5, "cpu": 6, "ra": 7, "dec": 8}
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
@@ -147,6 +147,22 @@ def test_filter_box_hides_rows_that_do_not_match(driver: webdriver.Chrome) -> No
     assert _visible_ids(driver) == []
     type_in("")
     assert sorted(_visible_ids(driver)) == ids
+
+
+def test_sky_position_sorts_and_input_columns_filter(driver: webdriver.Chrome) -> None:
+    headers = driver.find_elements(By.CSS_SELECTOR, "#candidates thead th")
+    assert [headers[COLUMNS[c]].text for c in ("ra", "dec")] == ["RA (°)", "Dec (°)"]
+    _click_header(driver, COLUMNS["ra"])
+    ra = [float(k) for k in _column(driver, COLUMNS["ra"])]
+    assert len(ra) == 8 and ra == sorted(ra)
+    box = driver.find_element(By.ID, "filter")
+    wanted = _visible_ids(driver)[3]
+    box.send_keys(repr(ra[3])[:8])  # an input column's value, as the catalogue has it
+    assert _visible_ids(driver) == [wanted]
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(Keys.DELETE)
+    assert len(_visible_ids(driver)) == 8
+    assert _severe(driver) == []
 
 
 def test_status_and_flag_filters(driver: webdriver.Chrome) -> None:

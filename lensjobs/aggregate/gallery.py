@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
+from astropy.table import Table
 
 from lensjobs.aggregate.collect import FLAGS, STATUSES, Entry, RunInfo, cpu_total
 from lensjobs.aggregate.cutouts import thumb_name
@@ -179,7 +180,25 @@ def _links(run: Path, cid: str) -> str:
     )
 
 
-def _row(run: Path, entry: Entry) -> str:
+def _sky(inputs: Table) -> tuple[str, str] | None:
+    """The catalogue's RA and Dec columns (any case), if it has both."""
+    names = {c.upper(): c for c in inputs.colnames}
+    return (names["RA"], names["DEC"]) if "RA" in names and "DEC" in names else None
+
+
+def _float(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _inputs_text(inputs: Table, row: int) -> str:
+    """Every input column's value of a row, for the filter box."""
+    return " ".join(str(inputs[c][row]) for c in inputs.colnames)
+
+
+def _row(run: Path, entry: Entry, inputs: Table) -> str:
     cid = escape(entry.id)
     png, small = f"{entry.id}.png", thumb_name(entry.id)
     what = "summary" if entry.fitted else "cutout, segmentation and reason"
@@ -196,7 +215,14 @@ def _row(run: Path, entry: Entry) -> str:
     chi2_key, chi2_text = _number(entry.number("reduced_chi2", "joint"), ".2f")
     cpu = entry.number("cpu_seconds")
     cpu_key, cpu_text = ("", "—") if math.isnan(cpu) else (repr(cpu), _duration(cpu))
-    search = " ".join((entry.id, entry.status, entry.flag, entry.reason)).lower()
+    search = " ".join((entry.id, entry.status, entry.flag, entry.reason))
+    search = f"{search} {_inputs_text(inputs, entry.row)}".lower()
+    sky = ""
+    if columns := _sky(inputs):
+        for column in columns:
+            key, text = _number(_float(inputs[column][entry.row]), ".5f")
+            sky += f'<td class="n" data-v="{key}">{text}</td>'
+
     return (
         f'<tr data-status="{entry.status}" data-flag="{escape(entry.flag)}" '
         f'data-search="{escape(search)}">'
@@ -205,7 +231,7 @@ def _row(run: Path, entry: Entry) -> str:
         f'<td data-v="{escape(entry.flag)}">{_badge(entry.flag)}</td>'
         f'<td class="n" data-v="{theta_key}">{theta_text}</td>'
         f'<td class="n" data-v="{chi2_key}">{chi2_text}</td>'
-        f'<td class="n" data-v="{cpu_key}">{cpu_text}</td>'
+        f'<td class="n" data-v="{cpu_key}">{cpu_text}</td>{sky}'
         f"<td>{escape(entry.reason)}</td>"
         f'<td class="files">{_links(run, entry.id)}</td></tr>'
     )
@@ -217,8 +243,11 @@ def _options(words: list[str], everything: str) -> str:
     return "".join(options)
 
 
-def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list[str]) -> str:
-    """The page; ``downloads`` are file names in summary/ to link at the top."""
+def gallery_html(
+    run: Path, info: RunInfo, entries: list[Entry], downloads: list[str], inputs: Table
+) -> str:
+    """The page; ``downloads`` are file names in summary/ to link at the top, ``inputs`` the
+    catalogue's table (its RA and Dec shown, every column searchable)."""
     by_status = {s: sum(e.status == s for e in entries) for s in STATUSES}
     by_outcome = {o: sum(e.outcome == o for e in entries) for o in OUTCOMES}
     cpu, n_cpu = cpu_total(entries)
@@ -240,6 +269,7 @@ def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list
         ("θE (″) ± error", "num"),
         ("χ²ν joint", "num"),
         ("CPU", "num"),
+        *((("RA (°)", "num"), ("Dec (°)", "num")) if _sky(inputs) else ()),
         ("reason", "text"),
         ("files", ""),
     ]
@@ -268,7 +298,7 @@ def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list
             _theta_histogram(entries),
             "</div>",
             '<div class="controls">',
-            '<input id="filter" type="search" placeholder="filter: ID, status, flag, reason" '
+            '<input id="filter" type="search" placeholder="filter: ID, flag, reason, inputs" '
             'aria-label="filter rows">',
             '<select id="status-filter" aria-label="status">'
             + _options(statuses, "all statuses")
@@ -278,7 +308,7 @@ def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list
             + "</select>",
             '<span id="shown"></span></div>',
             f'<table id="candidates"><thead><tr>{head}</tr></thead><tbody>',
-            *(_row(run, e) for e in entries),
+            *(_row(run, e, inputs) for e in entries),
             "</tbody></table>",
             f"<script>{SCRIPT}</script>",
             "</body></html>",
@@ -287,7 +317,12 @@ def gallery_html(run: Path, info: RunInfo, entries: list[Entry], downloads: list
 
 
 def write_gallery(
-    path: Path, run: Path, info: RunInfo, entries: list[Entry], downloads: list[str]
+    path: Path,
+    run: Path,
+    info: RunInfo,
+    entries: list[Entry],
+    downloads: list[str],
+    inputs: Table,
 ) -> Path:
-    html = gallery_html(run, info, entries, downloads)
+    html = gallery_html(run, info, entries, downloads, inputs)
     return atomic_write(path, lambda tmp: tmp.write_text(html, encoding="utf-8"))

@@ -69,7 +69,7 @@ def aggregate_run(
         write_failed(summary / "failed.txt", entries),
     ]
     downloads = [f.name for f in files] + [tarball.name]
-    files.append(write_gallery(summary / "index.html", run, info, entries, downloads))
+    files.append(write_gallery(summary / "index.html", run, info, entries, downloads, inputs))
     pngs = [summary / f"{e.id}.png" for e in fitted]
     manifest = write_results_manifest(run / "results")
     write_tarball(tarball, pngs + pictures + files, info.mtime)
