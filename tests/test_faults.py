@@ -34,52 +34,53 @@ def full_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", mount], check=True)
 
 
-def test_a_full_disk_during_the_split_is_a_fault(
-    sim_file: Path, tmp_path: Path, full_disk: Path
-) -> None:
-    infer = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer")
+@pytest.fixture(scope="module")
+def priors(sim_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("infer")
+    infer = run_cli("node", "infer", sim_file, "--out", out)
     assert infer.returncode == 0, infer.stderr
-    priors = tmp_path / "infer" / "priors.fits"
-    result = run_cli("node", "split", sim_file, priors, "--out", full_disk / "nodes")
+    return out / "priors.fits"
+
+
+def assert_out_of_space(result: subprocess.CompletedProcess[str], where: Path) -> None:
+    """Exit 1 (DAGMan retries it) and one line naming where, without a traceback."""
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
     line = result.stderr.strip()
-    assert "\n" not in line and line.startswith(f"error: {full_disk / 'nodes'}: ")
+    assert "\n" not in line and line.startswith(f"error: {where}: ")
     assert "space" in line and line.endswith("; a fault, not bad input")
+
+
+def test_a_full_disk_during_the_split_is_a_fault(
+    sim_file: Path, priors: Path, full_disk: Path
+) -> None:
+    result = run_cli("node", "split", sim_file, priors, "--out", full_disk / "nodes")
+    assert_out_of_space(result, full_disk / "nodes")
 
 
 def test_a_full_disk_under_a_fit_is_a_fault(
-    sim_file: Path, tmp_path: Path, full_disk: Path
+    sim_file: Path, priors: Path, tmp_path: Path, full_disk: Path
 ) -> None:
     """Out of space while writing a fit's outputs: exit 1 (retried), never FAILED."""
-    infer = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer")
-    assert infer.returncode == 0, infer.stderr
-    priors = tmp_path / "infer" / "priors.fits"
     assert run_cli("node", "split", sim_file, priors, "--out", tmp_path / "nodes").returncode == 0
-    lens = next(p for p in sorted((tmp_path / "nodes").glob("*/input.fits")))
+    lens = sorted((tmp_path / "nodes").glob("*/input.fits"))[0]
     result = run_cli("node", "fit", lens, "--out", full_disk / "out", "--preset", "quick")
-    assert result.returncode == 1, result.stdout + result.stderr
-    line = result.stderr.strip()
-    assert "\n" not in line and line.startswith(f"error: {full_disk / 'out'}: ")
-    assert "space" in line and line.endswith("; a fault, not bad input")
+    assert_out_of_space(result, full_disk / "out")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.995])
 def test_a_truncated_priors_file_is_a_fault_found_before_writing(
-    sim_file: Path, tmp_path: Path, keep: float
+    sim_file: Path, priors: Path, tmp_path: Path, keep: float
 ) -> None:
     """priors.fits is written atomically by the infer node, so a short one was damaged on
     the way: exit 1 makes DAGMan run that node again; no fit input is written from it."""
-    infer = run_cli("node", "infer", sim_file, "--out", tmp_path / "infer")
-    assert infer.returncode == 0, infer.stderr
-    whole = (tmp_path / "infer" / "priors.fits").read_bytes()
-    priors = tmp_path / "short.fits"
-    priors.write_bytes(whole[: int(len(whole) * keep)])
-    result = run_cli("node", "split", sim_file, priors, "--out", tmp_path / "nodes")
+    whole = priors.read_bytes()
+    short = tmp_path / "short.fits"
+    short.write_bytes(whole[: int(len(whole) * keep)])
+    result = run_cli("node", "split", sim_file, short, "--out", tmp_path / "nodes")
     assert result.returncode == 1, result.stdout + result.stderr
     line = result.stderr.strip()
     assert "\n" not in line and "Traceback" not in line
-    assert line.startswith(f"error: {priors}: truncated or damaged (")
+    assert line.startswith(f"error: {short}: truncated or damaged (")
     assert line.endswith("; a fault, not bad input")
     assert not (tmp_path / "nodes").exists()
 

@@ -413,29 +413,33 @@ def test_unusable_candidate_is_recorded_and_resubmit_nodes_refits_only_it(
     assert "--nodes 'no_such_id': not a fitted candidate of" in unknown.stderr
 
 
+def assert_not_opened(path: Path, tmp_path: Path, message: str) -> None:
+    """status, resubmit and pull each refuse ``path`` with exactly ``message``, exit 2."""
+    for command in ("status", "resubmit", "pull"):
+        args = ("--to", tmp_path / "got") if command == "pull" else ()
+        result = run_cli(command, path, *args)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == f"error: {message}"
+
+
 @pytest.mark.parametrize("name", ["../../etc", "a b", 7, None])
 def test_a_run_whose_recorded_name_is_unsafe_is_refused(tmp_path: Path, name: object) -> None:
     """run.json's name becomes file and batch names: checked wherever it is read."""
     (tmp_path / "run.json").write_text(json.dumps({"name": name, "submissions": []}))
-    for command in ("status", "resubmit", "pull"):
-        args = ("--to", tmp_path / "got") if command == "pull" else ()
-        result = run_cli(command, tmp_path, *args)
-        assert result.returncode == 2, result.stdout + result.stderr
-        assert result.stderr.strip() == (
-            f"error: {tmp_path / 'run.json'}: 'name' must be 1-64 letters, digits, '_' or "
-            f"'-' (found {str(name)!r}); restore run.json as lensjobs submit wrote it"
-        )
+    assert_not_opened(
+        tmp_path,
+        tmp_path,
+        f"{tmp_path / 'run.json'}: 'name' must be 1-64 letters, digits, '_' or '-' (found "
+        f"{str(name)!r}); restore run.json as lensjobs submit wrote it",
+    )
 
 
 def test_a_path_that_is_not_a_run_is_said_so_in_plain_words(tmp_path: Path) -> None:
     a_file = tmp_path / "README.md"
     a_file.write_text("# not a run\n")
     for path, what in ((a_file, "no such directory"), (tmp_path, "no run.json")):
-        for command in ("status", "resubmit", "pull"):
-            args = ("--to", tmp_path / "got") if command == "pull" else ()
-            result = run_cli(command, path, *args)
-            assert result.returncode == 2, result.stdout + result.stderr
-            assert result.stderr.strip() == (
-                f"error: {path}: not a lensjobs run ({what}); give the directory "
-                "'lensjobs submit' made"
-            )
+        assert_not_opened(
+            path,
+            tmp_path,
+            f"{path}: not a lensjobs run ({what}); give the directory 'lensjobs submit' made",
+        )
