@@ -251,14 +251,32 @@ def compare(records: dict[str, list[dict]]) -> None:
     """Statistical widths of each preset against the first, on the lenses both fitted."""
     first, *others = records
     for other in others:
-        print(f"\nsigma_stat({other}) / sigma_stat({first}), median over lenses both fitted:")
+        pairs = list(zip(records[first], records[other], strict=True))
+        cost = [b["cpu"] / a["cpu"] for a, b in pairs if a["cpu"] > 0 and b["cpu"] > 0]
+        total = sum(b["cpu"] for _, b in pairs) / sum(a["cpu"] for a, _ in pairs)
+        print(
+            f"\nCPU s per fit, {other} / {first} on the same {len(pairs)} lenses: median ratio "
+            f"{np.median(cost):.0f}, range {min(cost):.0f}-{max(cost):.0f}, ratio of the sums "
+            f"{total:.0f}"
+        )
+        print(f"sigma_stat({other}) / sigma_stat({first}), median over lenses both fitted:")
         for name in LENS_PARAMETERS:
+            both = [(a, b) for a, b in pairs if name in a and name in b]
+            # A parameter pinned at a bound has no statistical width: no ratio to take.
             ratios = [
                 b[name]["statistical"] / a[name]["statistical"]
-                for a, b in zip(records[first], records[other], strict=True)
-                if name in a and name in b
+                for a, b in both
+                if a[name]["statistical"] > 0 and b[name]["statistical"] > 0
             ]
-            print(f"  {name}: {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f})")
+            skipped = (
+                f", {len(both) - len(ratios)} with a zero width left out"
+                if len(ratios) < len(both)
+                else ""
+            )
+            print(
+                f"  {name}: {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f}"
+                f"{skipped})"
+            )
 
 
 def main() -> None:
