@@ -125,13 +125,13 @@ def validate(
         catalog = open_catalog(file)
     except CatalogError as error:
         fail(str(error))
-    try:
-        require_grid(catalog)
-    except (CatalogError, WeightsError) as error:
-        catalog.close()
-        fail(str(error))
-    with catalog, progress_bar("scanning cutouts", catalog.n) as progress:
-        problems = catalog.scan(progress=_advance(progress))
+    with catalog:
+        try:
+            require_grid(catalog)
+        except (CatalogError, WeightsError) as error:
+            fail(str(error))
+        with progress_bar("scanning cutouts", catalog.n) as progress:
+            problems = catalog.scan(progress=_advance(progress))
 
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")

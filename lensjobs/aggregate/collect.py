@@ -199,9 +199,11 @@ def collect(run: Path) -> tuple[list[Entry], Table, str]:
     read: without the catalogue there are no rows to report.
     """
     with open_catalog(run / "candidates.fits") as catalog:
-        skipped = {p.row: p.reason for p in catalog.scan()}
         ids, table, id_column = catalog.ids, catalog.table, catalog.id_column
-    unusable, no_priors = _unusable_rows(run, ids)
+        unusable, no_priors = _unusable_rows(run, ids)
+        # priors.fits records the problems of each cutout: the cutouts are scanned only
+        # without it (the pictures read every cutout anyway, and once is enough).
+        skipped = {p.row: p.reason for p in catalog.scan()} if no_priors else {}
     entries = []
     for row, cid in enumerate(ids):
         entry = Entry(row, cid, "MISSING")

@@ -7,7 +7,6 @@ same bytes when made again."""
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +37,7 @@ def thumb_name(cid: str) -> str:
     return f"{cid}_thumb.png"
 
 
-def write_pictures(
-    run: Path, entries: list[Entry], progress: Callable[[int], None] | None = None
-) -> list[Path]:
+def write_pictures(run: Path, entries: list[Entry]) -> list[Path]:
     """Every candidate's thumbnail, and a card (``<ID>.png``) for each one without a fit
     summary; returns the paths written, in catalogue order."""
     summary = run / "summary"
@@ -58,8 +55,6 @@ def write_pictures(
                     if not entry.fitted:
                         seg = classes[k] if classes is not None else None
                         written.append(_card(summary / f"{entry.id}.png", entry, rgb, seg))
-                if progress:
-                    progress(len(block))
         finally:
             if priors:
                 priors.hdul.close()

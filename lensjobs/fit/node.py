@@ -246,10 +246,11 @@ def at_bound(
 
 
 def fit_quality(problem: Problem, best: np.ndarray) -> dict[str, Any]:
-    """Model, normalised residuals and reduced chi^2 (per band and joint) of the best fit."""
+    """Model (and its lens-light and source parts), normalised residuals and reduced chi^2
+    (per band and joint) of the best fit."""
     data = problem.data
-    model, amplitudes = likelihood.models(best, data)
-    model = np.asarray(model)
+    parts, amplitudes = (np.asarray(a) for a in likelihood.components(best, data))
+    model = parts.sum(axis=1)
     mask = np.asarray(data.mask)
     variance = (
         np.maximum(model, 0) / np.asarray(data.exposure)[:, None, None]
@@ -262,10 +263,11 @@ def fit_quality(problem: Problem, best: np.ndarray) -> dict[str, Any]:
     return {
         "observed": np.asarray(data.image),
         "model": model,
+        "parts": parts,
         "residuals": np.where(mask > 0, residuals, np.nan),
         "reduced_chi2": chi2,
         "effective_data_points": n_data,
-        "amplitudes": np.asarray(amplitudes),
+        "amplitudes": amplitudes,
     }
 
 
@@ -273,7 +275,6 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
     """The colour overview of the best fit (outputs.overview_png), its source rendered in
     the source plane with each band's fitted amplitude."""
     data, kwargs = problem.data, to_kwargs(best)
-    parts, amplitudes = (np.asarray(a) for a in likelihood.components(best, data))
     half, (sx, sy) = outputs.source_window(kwargs)
     side = np.linspace(-half, half, SOURCE_PIXELS)
     x, y = np.meshgrid(sx + side, sy + side)
@@ -281,13 +282,13 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
     return outputs.overview_png(
         path,
         quality["observed"],
-        parts,
+        quality["parts"],
         quality["residuals"],
         np.asarray(data.mask),
         background_rms(problem.candidate),
         data.pixscale,
         kwargs,
-        amplitudes[:, 1, None, None] * unit,
+        quality["amplitudes"][:, 1, None, None] * unit,
     )
 
 
