@@ -25,12 +25,20 @@ demo: $(STAMP)
 	$(BIN)/lensjobs simulate --n 8 --seed 1 --nonlens-frac 0.15 --broken 1 --out $(DEMO)/candidates.fits
 	$(BIN)/lensjobs submit $(DEMO)/candidates.fits --runs-dir $(DEMO) --name demo --local -j 2
 
-# Re-make the released weights (lensjobs/models/released): ~1 h on 2 CPU cores.
+# Re-make the released weights (lensjobs/models/released): ~3 h on 2 CPU cores. First the
+# plain simulations with the lens within 0.5" of the centre, then fine-tuning on
+# model-breaking and plain ones with the lens within 1"; held-out sets use other seeds.
+W := data/weights
 weights: $(STAMP)
-	$(BIN)/lensjobs simulate --n 24000 --seed 1 --out data/train_seed1.fits
-	$(BIN)/lensjobs simulate --n 2000 --seed 2 --out data/test_seed2.fits
-	$(BIN)/lensjobs train segmenter data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
-	$(BIN)/lensjobs train regressor data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12
+	$(BIN)/lensjobs simulate --n 24000 --seed 1 --supersampling 2 --out data/train_seed1.fits
+	$(BIN)/lensjobs simulate --n 2000 --seed 2 --supersampling 2 --out data/test_seed2.fits
+	$(BIN)/lensjobs simulate --n 24000 --seed 31 --supersampling 2 --centre-max 1 --model-breaking --out data/train_seed31_breaking.fits
+	$(BIN)/lensjobs simulate --n 12000 --seed 32 --supersampling 2 --centre-max 1 --out data/train_seed32_plain.fits
+	$(BIN)/lensjobs simulate --n 1000 --seed 34 --supersampling 2 --centre-max 1 --model-breaking --out data/test_seed34_breaking.fits
+	for kind in segmenter regressor; do \
+	  OMP_NUM_THREADS=1 $(BIN)/lensjobs train $$kind data/train_seed1.fits --test data/test_seed2.fits --seed 0 --epochs 12 --out $(W)/plain && \
+	  OMP_NUM_THREADS=1 $(BIN)/lensjobs train $$kind data/train_seed31_breaking.fits data/train_seed32_plain.fits --test data/test_seed34_breaking.fits --seed 0 --epochs 10 --init $(W)/plain --out lensjobs/models/released \
+	  || exit 1; done
 
 # The job images (Apptainer SIFs) in images/, built once per change of what goes in them.
 images: $(STAMP) system-packages

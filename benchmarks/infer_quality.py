@@ -1,11 +1,12 @@
 """Quality of the released networks, through ``lensjobs node infer``, on simulated systems
-the networks never saw (use a seed other than the training seed 1).
+the networks never saw (use seeds other than the training seeds 1, 31 and 32).
 
-    .venv/bin/python benchmarks/infer_quality.py data/test_seed2.fits [--weights DIR]
+    .venv/bin/python benchmarks/infer_quality.py data/test_seed34_breaking.fits [--weights DIR]
 
 Reports the segmenter's IoU per class and mean IoU against LABELS, the regressor's errors
-against TRUTH (lenses only), the calibration of its uncertainties (fraction of truths
-within 1 and 2 sigma; 68 % and 95 % if calibrated), and how NO_ARCS flags non-lenses.
+against TRUTH (lenses only; also split by the lens's offset from the cutout centre), the
+calibration of its uncertainties (fraction of truths within 1 and 2 sigma; 68 % and 95 % if
+calibrated), and how NO_ARCS flags non-lenses.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def main() -> None:
         f'median centre error {np.median(centre):.3f}", median |de1| '
         f"{np.median(np.abs(error['E1'])):.3f}, |de2| {np.median(np.abs(error['E2'])):.3f}"
     )
+    offset = np.maximum(np.abs(truth["CENTER_X"][lens]), np.abs(truth["CENTER_Y"][lens]))
+    for name, near in (('within 0.5"', offset <= 0.5), ('0.5-1"', (offset > 0.5) & (offset <= 1))):
+        if near.any():
+            print(
+                f"  lens offset {name} per axis ({near.sum()} lenses): median |dtheta_E| "
+                f'{np.median(np.abs(error["THETA_E"][near])):.3f}", median centre error '
+                f'{np.median(centre[near]):.3f}"'
+            )
     for c in TRUTH_COLUMNS:
         z = np.abs(error[c]) / priors[f"{c}_ERR"][lens]
         print(

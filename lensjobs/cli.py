@@ -199,6 +199,14 @@ def simulate(
             "with a wrong FWHM, clumpy source, bulge + disk lens light, correlated noise.",
         ),
     ] = False,
+    centre_max: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=2.0,
+            help="Largest offset of the lens from the cutout centre per axis, arcsec.",
+        ),
+    ] = 0.5,
 ) -> None:
     """Simulate DES-like lens systems with truth and segmentation labels."""
     from lensjobs.simulate import SimulationSettings, simulate_catalog
@@ -206,7 +214,10 @@ def simulate(
     if broken > n:
         fail(f"--broken {broken}: more than the {n} systems (--n)")
     settings = SimulationSettings(
-        nonlens_frac=nonlens_frac, supersampling=supersampling, model_breaking=model_breaking
+        nonlens_frac=nonlens_frac,
+        supersampling=supersampling,
+        model_breaking=model_breaking,
+        centre_max=centre_max,
     )
     try:
         with progress_bar("simulating", n) as progress:
@@ -629,7 +640,12 @@ class Network(StrEnum):
 @app.command("train")
 def train_network(
     kind: Annotated[Network, typer.Argument(help="segmenter (U-Net) or regressor (EfficientNet).")],
-    data: Annotated[Path, typer.Argument(help="Training set from 'lensjobs simulate'.")],
+    data: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="DATA...", help="Training set(s) from 'lensjobs simulate', used together."
+        ),
+    ],
     test: Annotated[
         Path | None, typer.Option(help="Held-out simulated set (another seed) for metrics.")
     ] = None,
@@ -643,6 +659,10 @@ def train_network(
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     max_minutes: Annotated[
         float | None, typer.Option(min=0.01, help="Stop after this many minutes.")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(help="Directory with weights and a card of this kind to fine-tune."),
     ] = None,
 ) -> None:
     """Train a network on 'lensjobs simulate' output; writes safetensors and a model card."""
@@ -660,7 +680,9 @@ def train_network(
             def report(text: str, fraction: float) -> None:
                 progress.update(task, completed=int(1000 * fraction), description=text)
 
-            card = train(kind.value, data, test, target, settings, report, progress.console.log)
+            card = train(
+                kind.value, data, test, target, settings, report, progress.console.log, init
+            )
     except TrainingDataError as error:
         fail(str(error))
     out.print(

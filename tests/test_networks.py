@@ -20,7 +20,16 @@ from lensjobs.frame import pixel_grid, pixel_to_angle
 from lensjobs.models import regressor, segmenter
 from lensjobs.models.inputs import coordinate_channels, normalise
 from lensjobs.models.store import load_model
-from lensjobs.train import TrainSettings, dihedral, dihedral_targets, train
+from lensjobs.train import (
+    ONE_SIGMA,
+    RegressorTask,
+    TrainingDataError,
+    TrainSettings,
+    dihedral,
+    dihedral_targets,
+    load_simulated,
+    train,
+)
 
 TINY = {
     "segmenter": {"encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": [8, 8, 8]},
@@ -88,6 +97,38 @@ def test_shapes_and_uncertainties(tiny_weights: Path, sim_file: Path) -> None:
         mean, sigma = regressor.predict(reg, x, reg_card)
     assert mean.shape == sigma.shape == (5, 5)
     assert torch.all(sigma > 0)
+
+
+def test_calibrated_sigmas_hold_68_percent_of_the_truths(tiny_weights: Path, sim_file: Path):
+    model, card = load_model("regressor", regressor.build, tiny_weights)
+    data = load_simulated(sim_file)
+    task = RegressorTask()
+    rows = task.rows(data)
+    raw = task.evaluate(model, card.model_copy(update={"sigma_scale": []}), data, rows)
+    calibrated = task.calibrate(model, card, data, rows)
+    assert len(calibrated.sigma_scale) == len(card.targets)
+    within = task.evaluate(model, calibrated, data, rows)["within_1sigma"]
+    for target in card.targets:
+        # A one-epoch network's raw sigmas are far off; the factor brings each target to
+        # 68.3 % of these truths within 1 sigma, to one lens.
+        assert abs(within[target] - ONE_SIGMA) <= 1.5 / len(rows), target
+    assert any(abs(raw["within_1sigma"][t] - ONE_SIGMA) > 2 / len(rows) for t in card.targets)
+
+
+def test_fine_tuning_on_two_files_keeps_the_cards_normalisation(
+    tiny_weights: Path, sim_file: Path, tmp_path: Path
+) -> None:
+    start = load_model("regressor", regressor.build, tiny_weights)[1]
+    settings = TrainSettings(epochs=1, batch_size=8)
+    card = train("regressor", [sim_file, sim_file], None, tmp_path, settings, init=tiny_weights)
+    assert card.training["n_systems"] == 48
+    assert card.training["init"] == tiny_weights.name
+    assert card.kwargs == TINY["regressor"]
+    assert card.target_scale == start.target_scale
+    assert card.weights_sha256 != start.weights_sha256
+    # A directory without a regressor to start from: one line, no traceback.
+    with pytest.raises(TrainingDataError, match="no model card"):
+        train("regressor", sim_file, None, tmp_path, settings, init=tmp_path / "none")
 
 
 @pytest.mark.parametrize("k", range(8))

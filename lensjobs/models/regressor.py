@@ -63,8 +63,12 @@ def raw_outputs(
 def predict(
     model: torch.nn.Module, x: torch.Tensor, card: ModelCard
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and standard deviations ``(N, T)`` in physical units (arcsec for angles)."""
+    """Means and standard deviations ``(N, T)`` in physical units (arcsec for angles), the
+    deviations calibrated by the card's ``sigma_scale``."""
     mean, log_var = raw_outputs(model, x, card)
     centre = torch.tensor(card.target_mean, device=mean.device)
     scale = torch.tensor(card.target_scale, device=mean.device)
-    return mean * scale + centre, torch.exp(0.5 * log_var) * scale
+    sigma = torch.exp(0.5 * log_var) * scale
+    if card.sigma_scale:
+        sigma = sigma * torch.tensor(card.sigma_scale, device=mean.device)
+    return mean * scale + centre, sigma

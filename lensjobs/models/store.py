@@ -45,6 +45,9 @@ class ModelCard(BaseModel):
     target_mean: list[float] = []
     target_scale: list[float] = []
     coordinate_scale: float = 1.0
+    # Factors on the predicted sigmas, set after training so that 68.3 % of validation truths
+    # fall within 1 sigma per target; empty: none.
+    sigma_scale: list[float] = []
     why: str = ""
     training: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
@@ -55,8 +58,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def save_model(model: torch.nn.Module, card: ModelCard, directory: Path) -> Path:
-    """Write ``<kind>.safetensors`` and ``<kind>.json`` into ``directory``."""
+def save_model(model: torch.nn.Module, card: ModelCard, directory: Path) -> ModelCard:
+    """Write ``<kind>.safetensors`` and ``<kind>.json`` into ``directory``; the card written."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -66,7 +69,7 @@ def save_model(model: torch.nn.Module, card: ModelCard, directory: Path) -> Path
     card = card.model_copy(update={"weights_sha256": _sha256(weights)})
     text = json.dumps(card.model_dump(), indent=2) + "\n"
     atomic_write(directory / f"{card.kind}.json", lambda tmp: tmp.write_text(text))
-    return weights
+    return card
 
 
 def read_card(kind: Kind, directory: Path | None = None) -> ModelCard:
