@@ -9,7 +9,7 @@ from lensjobs.infer import MIN_ARC_PIXELS, Networks
 from lensjobs.models.inputs import normalise
 from lensjobs.simulate import SimulationSettings, simulate_system
 
-SEED = 424242  # not the training (1) or test (2) seed
+SEED = 424242  # not a training (1, 31, 32) or test (2, 33, 34) seed
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,13 @@ def predict(networks: Networks, settings: SimulationSettings, n: int):
 def test_cards_record_the_quality_targets(networks: Networks) -> None:
     assert networks.seg_card.training["n_systems"] >= 20_000
     assert networks.reg_card.training["n_systems"] >= 20_000
-    assert networks.seg_card.metrics["mean_iou"] >= 0.85
+    # Measured on held-out model-breaking lenses up to 1" off centre (BENCHMARKS.md).
+    assert networks.seg_card.metrics["mean_iou"] >= 0.90
     assert networks.reg_card.metrics["median_abs_dtheta_E"] <= 0.10
-    assert networks.reg_card.metrics["median_centre_error"] <= 0.05
+    assert networks.reg_card.metrics["median_centre_error"] <= 0.07
+    assert len(networks.reg_card.sigma_scale) == len(networks.reg_card.targets)
+    within = networks.reg_card.metrics["within_1sigma"]
+    assert all(0.60 <= within[t] <= 0.76 for t in networks.reg_card.targets), within
 
 
 def test_theta_e_of_new_lenses(networks: Networks) -> None:
@@ -51,12 +55,12 @@ def test_theta_e_of_new_lenses(networks: Networks) -> None:
 
 
 def test_off_centre_lens_is_placed_at_its_x_and_y(networks: Networks) -> None:
-    """Within the trained range (lens within 0.5" of the cutout centre per axis)."""
-    settings = SimulationSettings(nonlens_frac=0.0, theta_e=(1.2, 2.5))
+    """Within the trained range (lens within 1" of the cutout centre per axis)."""
+    settings = SimulationSettings(nonlens_frac=0.0, theta_e=(1.2, 2.5), centre_max=1.0)
     systems, _, mean, _ = predict(networks, settings, 16)
     truth = np.array([[s.truth["CENTER_X"], s.truth["CENTER_Y"]] for s in systems])
     far = np.abs(truth[:, 0] - truth[:, 1]) > 0.4  # where a swap of x and y would show
-    assert far.sum() >= 3
+    assert far.sum() >= 3 and np.abs(truth).max() > 0.8
     error = np.hypot(*(mean[:, 1:3] - truth).T)
     # A swap of x and y would be off by > 0.4 * sqrt(2) = 0.57".
     assert np.median(error[far]) < 0.06, np.c_[truth, mean[:, 1:3]]
