@@ -65,7 +65,7 @@ def main() -> None:
     for name, architecture in CANDIDATES.items():
         with tempfile.TemporaryDirectory() as tmp:
             settings = TrainSettings(epochs=args.epochs, architecture=architecture, seed=0)
-            card = train("segmenter", args.train, args.test, Path(tmp), settings)
+            card = train("segmenter", [args.train], args.test, Path(tmp), settings)
             model, card = load_model("segmenter", segmenter.build, Path(tmp))
             size = (Path(tmp) / "segmenter.safetensors").stat().st_size / 1e6
             ms = ms_per_cutout(model, card)

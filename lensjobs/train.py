@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class TrainingDataError(ValueError):
 
 
 def _load_one(path: Path) -> SimulatedSet:
+    """One ``lensjobs simulate`` file, whole, in memory."""
     try:
         with fits.open(path) as hdul:
             images = np.asarray(hdul["IMAGES"].data, dtype=np.float32)
@@ -83,9 +84,9 @@ def _load_one(path: Path) -> SimulatedSet:
     return SimulatedSet(path, normalise(images), labels, truth, pixscale)
 
 
-def load_simulated(paths: Path | list[Path]) -> SimulatedSet:
+def load_simulated(*paths: Path) -> SimulatedSet:
     """``lensjobs simulate`` files, whole, in memory and joined (~40 kB per system)."""
-    sets = [_load_one(p) for p in ([paths] if isinstance(paths, Path) else paths)]
+    sets = [_load_one(p) for p in paths]
     first = sets[0]
     for other in sets[1:]:
         if other.x.shape[1:] != first.x.shape[1:] or other.pixscale != first.pixscale:
@@ -320,7 +321,7 @@ TASKS: dict[str, Callable[[], Task]] = {"segmenter": SegmenterTask, "regressor":
 
 def train(
     kind: Kind,
-    data_paths: Path | list[Path],
+    data_paths: Sequence[Path],
     test_path: Path | None,
     out_dir: Path,
     settings: TrainSettings,
@@ -334,13 +335,12 @@ def train(
     their architecture and normalisation are kept. ``report(text, fraction_done)`` is called
     after every batch, ``log(line)`` after every epoch.
     """
-    data_paths = [data_paths] if isinstance(data_paths, Path) else data_paths
     started = time.time()
     torch.manual_seed(settings.seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(settings.seed)
     task = TASKS[kind]()
-    data = load_simulated(data_paths)
+    data = load_simulated(*data_paths)
     test = load_simulated(test_path) if test_path is not None else None  # fail early
     build = segmenter.build if kind == "segmenter" else regressor.build
     if init is None:
@@ -356,9 +356,8 @@ def train(
                 f"{init}: the {kind} was trained on another grid than {data.path}'s; "
                 "fine-tune on cutouts of its grid"
             )
-        card = card.model_copy(
-            update={"sigma_scale": [], "training": {}, "metrics": {}, "weights_sha256": ""}
-        )
+        # Validation during fine-tuning scores the raw sigmas, as calibration expects.
+        card = card.model_copy(update={"sigma_scale": []})
     dev = device()
     model = model.to(dev)
 

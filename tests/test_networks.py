@@ -39,7 +39,7 @@ TINY = {
 
 def train_tiny(kind: str, data: Path, out: Path, seed: int = 0):
     settings = TrainSettings(epochs=1, batch_size=8, seed=seed, architecture=TINY[kind])
-    return train(kind, data, data, out, settings)
+    return train(kind, [data], data, out, settings)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_fine_tuning_on_two_files_keeps_the_cards_normalisation(
     assert card.weights_sha256 != start.weights_sha256
     # A directory without a regressor to start from: one line, no traceback.
     with pytest.raises(TrainingDataError, match="no model card"):
-        train("regressor", sim_file, None, tmp_path, settings, init=tmp_path / "none")
+        train("regressor", [sim_file], None, tmp_path, settings, init=tmp_path / "none")
 
 
 @pytest.mark.parametrize("k", range(8))
