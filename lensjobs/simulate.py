@@ -121,6 +121,7 @@ TRUTH_PARAMETERS = {
     "fwhm_g": "FWHM_TRUE_G",
     "fwhm_r": "FWHM_TRUE_R",
     "fwhm_i": "FWHM_TRUE_I",
+    "psf_wing": "PSF_WING",
 }
 
 
@@ -421,6 +422,8 @@ def simulate_system(seed: np.random.SeedSequence, settings: SimulationSettings) 
         "MODEL_BREAKING": s.model_breaking,
         "SLOPE": dep.slope,
         "PSF_BETA": dep.psf_beta if math.isfinite(dep.psf_beta) else 0.0,
+        # The fit's PSF wing share: none for a Gaussian PSF; a Moffat has no exact value.
+        "PSF_WING": 0.0 if not math.isfinite(dep.psf_beta) else np.nan,
         **{f"FWHM_TRUE_{b.upper()}": fwhm_true[b] for b in BANDS},
         "N_CLUMPS": len(dep.clumps),
         "CLUMP_SHARE": dep.clump_share,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from lenstronomy.Workflow.fitting_sequence import FittingSequence
+from scipy import ndimage
 
 from lensjobs.fit import likelihood
 from lensjobs.fit.inputs import Candidate
@@ -107,18 +108,57 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     assert likelihood_mask(candidate).min() == 0
     data = likelihood_data(candidate, supersampling)
     rng = np.random.default_rng(1)
-    fwhm = truth[17:] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
+    fwhm = truth[17:20] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
     reference = _lenstronomy_logl(candidate, fwhm, supersampling)
     points = [truth] + [truth + rng.normal(size=truth.size) * 0.02 for _ in range(4)]
-    points = [np.concatenate([p[:17], fwhm]) for p in points]
+    # No wing: lenstronomy's GAUSSIAN PSF.
+    points = [np.concatenate([p[:17], fwhm, [0.0]]) for p in points]
     for p in points:
         assert float(likelihood.value(p, data)) == pytest.approx(reference(p), rel=1e-8, abs=1e-6)
     batch = np.asarray(likelihood.values(np.array(points), data))
     np.testing.assert_allclose(batch, [reference(p) for p in points], rtol=1e-8)
 
 
+@pytest.mark.parametrize("wing", [0.0, 0.3, 0.7])
+def test_psf_is_two_gaussians_of_the_fitted_fwhm(wing: float) -> None:
+    """Each band's lens light and source are blurred by scipy's Gaussian filters of the
+    core's and the wing's widths, mixed (1 - wing) : wing, and the two together fall to half
+    their peak at half the fitted FWHM."""
+    candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0))
+    data = likelihood_data(candidate, 1)
+    fwhm = np.array([1.1, 0.95, 0.85])
+    p = truth.copy()
+    p[[likelihood.INDEX[f"fwhm_{b}"] for b in "gri"]] = fwhm
+    p[likelihood.INDEX["psf_wing"]] = wing
+    units = np.asarray(likelihood.unit_images(p, data))
+    parts, amplitudes = (np.asarray(a) for a in likelihood.components(p, data))
+    core = np.asarray(likelihood.core_sigma(fwhm, wing))
+    radius = psf_radius(candidate)
+    for b in range(3):
+        for c in range(2):
+            expected = sum(
+                share
+                * ndimage.gaussian_filter(
+                    units[c], sigma / candidate.pixscale, mode="nearest", radius=radius
+                )
+                for share, sigma in ((1 - wing, core[b]), (wing, likelihood.WING_RATIO * core[b]))
+            )
+            np.testing.assert_allclose(
+                parts[b, c], amplitudes[b, c] * expected, rtol=1e-9, atol=1e-12
+            )
+
+    def profile(r: np.ndarray) -> np.ndarray:
+        return sum(
+            share * np.exp(-0.5 * (r / sigma) ** 2) / sigma**2
+            for share, sigma in ((1 - wing, core), (wing, likelihood.WING_RATIO * core))
+        )
+
+    np.testing.assert_allclose(profile(fwhm / 2), profile(np.zeros(3)) / 2, rtol=1e-9)
+
+
 def test_gradient_matches_finite_differences() -> None:
     candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0, shear_frac=1.0))
+    truth[likelihood.NAMES.index("psf_wing")] = 0.4  # inside its bounds: a gradient both ways
     data = likelihood_data(candidate, 3)
     _, grad = likelihood.value_and_grad(truth, data)
     step = 1e-6

@@ -1,11 +1,13 @@
 """The lens model of one candidate: its parameters, where they start and how far they go.
 
 SIE + external SHEAR mass (the shear's origin at the cutout centre), a SERSIC_ELLIPSE lens
-light whose centre is the mass centre, and a SERSIC_ELLIPSE source: 17 parameters in lenstronomy's
-``Param`` order and names (:data:`NAMES`). A Gaussian PSF per band whose FWHM is fitted
-too (3 parameters), starting from the catalogue's with a Gaussian prior of
-:data:`FWHM_PRIOR` of it: a catalogue's mean FWHM is not every object's. g, r, i are fitted
-together with their linear amplitudes solved per band (lenstronomy's ``multi-linear``).
+light whose centre is the mass centre, and a SERSIC_ELLIPSE source: 17 parameters in
+lenstronomy's ``Param`` order and names (:data:`NAMES`). A PSF per band of a core and a wider
+wing Gaussian (likelihood.py), its FWHM fitted too (3 parameters), starting from the
+catalogue's with a Gaussian prior of :data:`FWHM_PRIOR` of it (a catalogue's mean FWHM is
+not every object's), and the wing's share of the light, one for all bands. g, r, i are
+fitted together with their linear amplitudes solved per band (lenstronomy's
+``multi-linear``).
 The likelihood itself is :mod:`lensjobs.fit.likelihood`.
 
 Initial values and widths of the mass come from the regressor; bounds reach far enough
@@ -38,10 +40,14 @@ KWARGS_MODEL = {
 }
 # DES coadd: 10 x 90 s per band; the Poisson term in image units (zero point MAGZERO).
 EXPOSURE_SECONDS = 900.0
-# The Gaussian PSF reaches 5 sigma of the widest FWHM its bounds allow.
-PSF_TRUNCATION = 5.0
+# The PSF reaches 4 sigma of its widest wing Gaussian the FWHM's bounds allow.
+PSF_TRUNCATION = 4.0
 FWHM_PRIOR = 0.1  # prior sigma of the PSF FWHM, a fraction of the catalogue's
 FWHM_RANGE = (0.6, 1.6)  # bounds of the PSF FWHM, in units of the catalogue's
+# The wing's share of the PSF's light: 0.27-0.57 for Moffat profiles of beta 2.5-4.5.
+PSF_WING_MAX = 0.8
+# Parameters whose bound is a value they take (a Gaussian PSF has no wing): no warning there.
+BOUNDS_TAKEN = ("psf_wing",)
 MIN_SIGMA = {"theta_E": 0.05, "center": 0.03, "e": 0.05}
 # Bounds in prior sigmas: a regressor 3 sigma off is well inside.
 PRIOR_REACH = 6.0
@@ -106,8 +112,10 @@ def background_rms(candidate: Candidate) -> np.ndarray:
 
 
 def psf_radius(candidate: Candidate) -> int:
-    """Pixels the Gaussian PSF reaches: PSF_TRUNCATION sigma of the widest FWHM allowed."""
-    sigma = FWHM_RANGE[1] * candidate.fwhm.max() / likelihood.FWHM_PER_SIGMA
+    """Pixels the PSF reaches: PSF_TRUNCATION sigma of the widest wing Gaussian allowed (a
+    wing is widest when it holds no light and the core is the whole FWHM)."""
+    core = FWHM_RANGE[1] * candidate.fwhm.max() / likelihood.FWHM_PER_SIGMA
+    sigma = likelihood.WING_RATIO * core
     return int(PSF_TRUNCATION * sigma / candidate.pixscale + 0.5)
 
 
@@ -185,6 +193,7 @@ def start(candidate: Candidate) -> Start:
             f"fwhm_{b}": (f, FWHM_PRIOR * f, FWHM_RANGE[0] * f, FWHM_RANGE[1] * f)
             for b, f in fwhm.items()
         },
+        "psf_wing": (0.3, 0.15, 0.0, PSF_WING_MAX),
     }
     init, sigma, lower, upper = (np.array(v) for v in zip(*(table[n] for n in NAMES), strict=True))
     prior_mean, prior_sigma = np.zeros(len(NAMES)), np.full(len(NAMES), np.inf)
@@ -198,19 +207,18 @@ def start(candidate: Candidate) -> Start:
 
 def to_kwargs(args: np.ndarray) -> dict[str, list[dict[str, Any]]]:
     """lenstronomy's keyword lists for a parameter vector (the constraints applied)."""
-    v = dict(zip(NAMES, (float(a) for a in args), strict=True))  # the FWHMs are not lenstronomy's
+    # The PSF's parameters are not lenstronomy's.
+    v = dict(zip(NAMES, (float(a) for a in args), strict=True))
 
     def part(suffix: str, keys: tuple[str, ...]) -> dict[str, float]:
         return {k: v[f"{k}_{suffix}"] for k in keys}
 
-    light = part("lens_light0", ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"))
+    light = part("lens_light0", likelihood.SERSIC_KEYS)
     lens = part("lens0", ("theta_E", "e1", "e2"))
     lens.update(center_x=light["center_x"], center_y=light["center_y"])
     return {
         "kwargs_lens": [lens, {**part("lens1", ("gamma1", "gamma2")), "ra_0": 0.0, "dec_0": 0.0}],
-        "kwargs_source": [
-            part("source_light0", ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y"))
-        ],
+        "kwargs_source": [part("source_light0", likelihood.SERSIC_KEYS)],
         "kwargs_lens_light": [light],
     }
 

@@ -30,6 +30,7 @@ from lensjobs.fit import errors, likelihood, outputs
 from lensjobs.fit.inputs import Candidate, FitInputError, read_candidate
 from lensjobs.fit.likelihood import NAMES
 from lensjobs.fit.model import (
+    BOUNDS_TAKEN,
     LENS_PARAMETERS,
     PHYSICAL_LABELS,
     background_rms,
@@ -278,7 +279,8 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
     half, (sx, sy) = outputs.source_window(kwargs)
     side = np.linspace(-half, half, SOURCE_PIXELS)
     x, y = np.meshgrid(sx + side, sy + side)
-    unit = np.asarray(likelihood.sersic(x, y, *best[5:11])) * data.pixscale**2
+    unit = np.asarray(likelihood.sersic(x, y, *likelihood.sersic_parameters(best, "source_light0")))
+    source = quality["amplitudes"][:, 1, None, None] * unit * data.pixscale**2
     return outputs.overview_png(
         path,
         quality["observed"],
@@ -288,7 +290,7 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
         background_rms(problem.candidate),
         data.pixscale,
         kwargs,
-        quality["amplitudes"][:, 1, None, None] * unit,
+        source,
     )
 
 
@@ -312,7 +314,7 @@ def _write_results(problem: Problem, state: SamplerState, out: Path, clock: Cloc
     summaries = _summaries(samples, best, problem.names)
     bounded = at_bound(summaries, problem.start.lower, problem.start.upper, problem.names)
     flag, reason = _flag(state, chi2["joint"], bounded)
-    warnings = [f"{n} at its bound" for n in bounded if n not in LENS_PARAMETERS]
+    warnings = [f"{n} at its bound" for n in bounded if n not in (*LENS_PARAMETERS, *BOUNDS_TAKEN)]
     acceptance = None
     if state.chain is not None:
         acceptance = float(np.mean(state.accepted / (len(state.chain) - 1)))
