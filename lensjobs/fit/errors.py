@@ -5,7 +5,7 @@ do), added in quadrature into the total that people use.
 Per lens parameter the total is ``sqrt((k * stat)^2 + f^2)``: an inflation ``k`` of the
 statistical error (the likelihood takes pixels as independent, and resampled coadds' are
 not), and a floor ``f`` in the parameter's units for what the model cannot describe (on
-model-breaking simulations theta_E's error is ~0.1" whatever theta_E: a floor in arcsec,
+model-breaking simulations theta_E's error is 0.05-0.1" whatever theta_E: a floor in arcsec,
 not a fraction). The systematic part is what this adds to the statistical one.
 The terms live in ``systematics.json`` beside this file, with how they were calibrated:
 ``benchmarks/coverage.py --calibrate`` finds, per lens parameter, the terms that put 68.3 %
