@@ -35,7 +35,9 @@ class FitPreset(BaseModel):
     # log-likelihood is not peaked at its optimum.
     burn_in: int = Field(100, ge=0, description="MCMC steps discarded at least")
     min_steps: int = Field(300, ge=1, description="MCMC steps before convergence is checked")
-    max_steps: int = Field(600, ge=1, description="MCMC steps at most")
+    # 500 keeps a fallback within issue 15's 60 CPU-s a fit: 42 walkers x 600 steps took
+    # 60.5-62.9 s on model-breaking lenses, every one of them unconverged at the end.
+    max_steps: int = Field(500, ge=1, description="MCMC steps at most")
     chunk: int = Field(100, ge=1, description="MCMC steps between convergence checks")
     converge: bool = Field(True, description="stop on convergence instead of at max_steps")
     tau_factor: float = Field(
