@@ -119,7 +119,8 @@ def psf_radius(candidate: Candidate) -> int:
     return int(PSF_TRUNCATION * sigma / candidate.pixscale + 0.5)
 
 
-def likelihood_data(candidate: Candidate, supersampling: int) -> Data:
+def likelihood_data(candidate: Candidate, supersampling: int, core: float | None = None) -> Data:
+    """The likelihood's arrays of a candidate; ``core`` as in likelihood.make_data."""
     return likelihood.make_data(
         candidate.cutout,
         likelihood_mask(candidate),
@@ -128,6 +129,7 @@ def likelihood_data(candidate: Candidate, supersampling: int) -> Data:
         psf_radius(candidate),
         candidate.pixscale,
         supersampling,
+        core,
     )
 
 

@@ -279,8 +279,8 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
     half, (sx, sy) = outputs.source_window(kwargs)
     side = np.linspace(-half, half, SOURCE_PIXELS)
     x, y = np.meshgrid(sx + side, sy + side)
-    unit = np.asarray(likelihood.sersic(x, y, *likelihood.sersic_parameters(best, "source_light0")))
-    source = quality["amplitudes"][:, 1, None, None] * unit * data.pixscale**2
+    unit = likelihood.sersic(x, y, data.core, *likelihood.sersic_parameters(best, "source_light0"))
+    source = quality["amplitudes"][:, 1, None, None] * np.asarray(unit) * data.pixscale**2
     return outputs.overview_png(
         path,
         quality["observed"],
