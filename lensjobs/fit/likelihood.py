@@ -74,8 +74,8 @@ SERSIC_SMOOTHING = 1e-4
 # sub-pixel points, the likelihood's gradient in a centre spikes (~1/distance) wherever the
 # centre crosses a sample, the optimiser settles on such a spike where no Hessian exists,
 # and 17 of 98 model-breaking fits fell back on MCMC for it. Both are softened inside this
-# share of a sub-pixel (an NIE core; r -> sqrt(r^2 + core^2) for a Sersic): smooth, and a
-# core that 3x3 sub-pixels cannot resolve anyway.
+# share of a sub-pixel (the deflection tapered, see sie_deflection; r -> sqrt(r^2 + core^2)
+# for a Sersic): smooth, and a core that 3x3 sub-pixels cannot resolve anyway.
 CORE = 0.1
 SERSIC_BN_MIN = 1e-5
 # Never NaN or +inf: a degenerate point (e.g. a source imaged nowhere) scores like
@@ -157,12 +157,14 @@ def _phi_q(e1: jax.Array, e2: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def sie_deflection(x, y, core, theta_e, e1, e2, cx, cy):
-    """lenstronomy's NIE of core ``core`` (arcsec; the SIE's 1e-10 at least): deflection at
-    (x, y)."""
+    """lenstronomy's SIE (an NIE with s_scale 1e-10): deflection at (x, y), tapered to zero
+    inside ``core`` (arcsec) by ``psi / sqrt(psi^2 + core^2)``. Unlike an NIE core, which
+    takes ~``core`` off the deflection at every radius (and so biases theta_E by as much),
+    the taper changes it by ~(core / r)^2 / 2: 4e-5 at 1" for a core of 0.009"."""
     phi, q = _phi_q(e1, e2)
     q = jnp.minimum(q, Q_MAX)
     b = theta_e / jnp.sqrt((1 + q**2) / (2 * q)) * jnp.sqrt((1 + q**2) / 2)
-    s = jnp.maximum(core, SIE_S_SCALE) / jnp.sqrt(q)
+    s = SIE_S_SCALE / jnp.sqrt(q)
     cos, sin = jnp.cos(phi), jnp.sin(phi)
     dx, dy = x - cx, y - cy
     xr, yr = cos * dx + sin * dy, -sin * dx + cos * dy
@@ -170,6 +172,8 @@ def sie_deflection(x, y, core, theta_e, e1, e2, cx, cy):
     root = jnp.sqrt(1 - q**2)
     ax = b / root * jnp.arctan(root * xr / (psi + s))
     ay = b / root * jnp.arctanh(root * yr / (psi + q**2 * s))
+    taper = psi / jnp.sqrt(psi**2 + core**2)
+    ax, ay = taper * ax, taper * ay
     return cos * ax - sin * ay, sin * ax + cos * ay
 
 
