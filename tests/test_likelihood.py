@@ -106,7 +106,7 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     )
     candidate, truth = _candidate(seed, settings)
     assert likelihood_mask(candidate).min() == 0
-    data = likelihood_data(candidate, supersampling)
+    data = likelihood_data(candidate, supersampling, core=0.0)  # lenstronomy's SIE and Sersic
     rng = np.random.default_rng(1)
     fwhm = truth[17:20] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
     reference = _lenstronomy_logl(candidate, fwhm, supersampling)
@@ -171,6 +171,34 @@ def test_gradient_matches_finite_differences() -> None:
         assert float(grad[k]) == pytest.approx(float(numeric), rel=1e-4, abs=1e-2), (
             likelihood.NAMES[k]
         )
+
+
+@pytest.mark.parametrize("core", [None, 0.0])
+def test_gradient_is_smooth_where_the_centre_meets_a_sample(core: float | None) -> None:
+    """With the lens centre on a sub-pixel sample point, the gradient in the centre changes
+    in proportion to a step across it with the fit's softened cores; with lenstronomy's
+    singular ones (core 0) it jumps, the more the closer the step."""
+    candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0, shear_frac=1.0))
+    data = likelihood_data(candidate, 3, core)
+    samples = np.asarray(data.x[0])
+    k = likelihood.INDEX["center_x_lens_light0"]
+    for name in ("center_x_lens_light0", "center_y_lens_light0"):
+        c = likelihood.INDEX[name]
+        truth[c] = samples[np.argmin(np.abs(samples - truth[c]))]
+
+    def change(step: float) -> float:
+        grads = [
+            likelihood.value_and_grad(truth + sign * step * np.eye(truth.size)[k], data)[1]
+            for sign in (-1, 1)
+        ]
+        return abs(float(grads[1][k] - grads[0][k]))
+
+    ratio = change(1e-7) / change(1e-5)
+    if core is None:
+        assert float(data.core) == pytest.approx(likelihood.CORE * candidate.pixscale / 3)
+        assert ratio == pytest.approx(0.01, rel=0.1)
+    else:
+        assert ratio > 100
 
 
 def test_noise_free_truth_beats_a_shifted_einstein_radius() -> None:
