@@ -203,8 +203,9 @@ def test_gradient_is_smooth_where_the_centre_meets_a_sample(core: float | None) 
 
 def test_noise_free_truth_beats_a_shifted_einstein_radius() -> None:
     """The preset's numerics are accurate enough that, on a noise-free system rendered far
-    more finely, the truth scores better than theta_E moved by 1 %; at 1 or 2 samples per
-    pixel side it does not (benchmarks/supersampling_bias.py measures the bias)."""
+    more finely, the truth scores better than theta_E moved by 1 %; at 1 sample per pixel it
+    does not (benchmarks/supersampling_bias.py measures the bias; with the softened cores,
+    2x2 passes on this system too)."""
     settings = SimulationSettings(
         nonlens_frac=0.0, max_interlopers=0, shear_frac=1.0, supersampling=16, noiseless=True
     )
@@ -222,5 +223,4 @@ def test_noise_free_truth_beats_a_shifted_einstein_radius() -> None:
 
     assert PRESETS["standard"].supersampling == 3
     assert margin(3) > 0
-    assert margin(2) < 0
     assert margin(1) < 0
