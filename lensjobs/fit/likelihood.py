@@ -70,6 +70,7 @@ SIE_S_SCALE = 1e-10
 Q_MAX = 0.99999999
 ELLIPTICITY_MAX = 0.9999
 SERSIC_SMOOTHING = 1e-4
+SERSIC_BN_MIN = 1e-5
 # The SIE's deflection and a Sersic profile's cusp are singular at their centres: sampled at
 # sub-pixel points, the likelihood's gradient in a centre spikes (~1/distance) wherever the
 # centre crosses a sample, the optimiser settles on such a spike where no Hessian exists,
@@ -77,7 +78,6 @@ SERSIC_SMOOTHING = 1e-4
 # share of a sub-pixel (the deflection tapered, see sie_deflection; r -> sqrt(r^2 + core^2)
 # for a Sersic): smooth, and a core that 3x3 sub-pixels cannot resolve anyway.
 CORE = 0.1
-SERSIC_BN_MIN = 1e-5
 # Never NaN or +inf: a degenerate point (e.g. a source imaged nowhere) scores like
 # lenstronomy's out-of-bounds penalty.
 FLOOR = -1e18
