@@ -64,7 +64,7 @@ PRESETS: dict[str, FitPreset] = {
         name="standard",
         pso_particles=40,
         pso_iterations=40,
-        mean_cpu_seconds=10,  # model-breaking lenses of seed 16, whole process (BENCHMARKS.md)
+        mean_cpu_seconds=10,  # model-breaking seeds 11, 12, 16, whole process (BENCHMARKS.md)
     ),
     "mcmc": FitPreset(
         name="mcmc",
