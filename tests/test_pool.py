@@ -216,11 +216,11 @@ def first_run(work: Path) -> dict:
     # nodes and runs the FINAL node, and a second DAGMan on the directory would fight it.
     too_early = lensjobs("resubmit", run)
     wait_for(lambda: not queued(cluster), 600, "the removed DAG to leave the queue", 2, run)
-    after_removal = lensjobs("status", run).stdout
+    after_removal = lensjobs("status", run)
     first_log = (run / "lensjobs.dag.nodes.log").read_text()
     resumed = lensjobs("resubmit", run)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    after_resubmit = lensjobs("status", run).stdout
+    after_resubmit = lensjobs("status", run)
     second = json.loads((run / "run.json").read_text())["submissions"][-1]["cluster"]
     wait_for(lambda: not queued(second), 900, "the resubmitted DAG to end", 3, run)
     return {
@@ -349,8 +349,13 @@ def test_after_the_dagman_job_is_removed_resubmit_goes_on_and_refits_nothing(
         f"(lensjobs status {run}) or remove it with condor_rm first"
     )
     # Never "running" for a DAG nobody runs, nor the old DAG's state for the new one.
-    assert first_run["after_removal"].startswith((f"{NAME}: DAG failed", f"{NAME}: DAG stopped"))
-    assert first_run["after_resubmit"].startswith((f"{NAME}: DAG starting", f"{NAME}: DAG running"))
+    removal, resubmit = first_run["after_removal"], first_run["after_resubmit"]
+    assert removal.stdout.startswith((f"{NAME}: DAG failed", f"{NAME}: DAG stopped")), (
+        removal.stdout + removal.stderr
+    )
+    assert resubmit.stdout.startswith((f"{NAME}: DAG starting", f"{NAME}: DAG running")), (
+        resubmit.stdout + resubmit.stderr
+    )
     final = digests(run)
     assert before and all(final[cid] == digest for cid, digest in before.items())
     second = submitted_nodes(first_run["nodes_log"])  # DAGMan starts the log anew
