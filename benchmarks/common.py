@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def lensjobs(
     *args: str | Path, check: bool = True, quiet: bool = True
@@ -18,3 +20,14 @@ def lensjobs(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def theta_figures(relative_errors: list[float]) -> dict[str, float]:
+    """Issue 12's theta_E accuracy of fits with these |dtheta_E| / theta_E: the median, the
+    share within 10 % and the share beyond 20 % (catastrophic)."""
+    rel = np.abs(np.asarray(relative_errors, dtype=float))
+    return {
+        "median": float(np.median(rel)),
+        "within10": float(np.mean(rel <= 0.10)),
+        "beyond20": float(np.mean(rel > 0.20)),
+    }

@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
-from common import lensjobs
+from common import lensjobs, theta_figures
 
 from lensjobs.fit.errors import calibration, systematic
 from lensjobs.fit.model import LENS_PARAMETERS
@@ -214,19 +214,14 @@ def calibrate(records: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def theta_accuracy(records: list[dict]) -> dict[str, float]:
-    rel = np.array(
+    return theta_figures(
         [
-            abs(r["theta_E_lens0"]["value"] - r["theta_E_lens0"]["truth"])
+            (r["theta_E_lens0"]["value"] - r["theta_E_lens0"]["truth"])
             / r["theta_E_lens0"]["truth"]
             for r in records
             if "theta_E_lens0" in r
         ]
     )
-    return {
-        "median": float(np.median(rel)),
-        "within10": float(np.mean(rel <= 0.10)),
-        "beyond20": float(np.mean(rel > 0.20)),
-    }
 
 
 def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | None) -> None:

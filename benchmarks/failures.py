@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
+from common import theta_figures
 
 from lensjobs.fit.inputs import read_candidate
 from lensjobs.fit.likelihood import NAMES
@@ -85,10 +86,10 @@ def bounded(params: dict) -> list[str]:
 
 
 def accuracy(errors: list[float]) -> str:
-    e = np.abs(errors)
+    a = theta_figures(errors)
     return (
-        f"{len(e)} fits: median {100 * np.median(e):.1f} %, "
-        f"within 10 % {100 * np.mean(e <= 0.1):.0f} %, beyond 20 % {100 * np.mean(e > 0.2):.0f} %"
+        f"{len(errors)} fits: median {100 * a['median']:.1f} %, "
+        f"within 10 % {100 * a['within10']:.0f} %, beyond 20 % {100 * a['beyond20']:.0f} %"
     )
 
 
@@ -100,7 +101,10 @@ def main() -> None:
     args = parser.parse_args()
     pairs = fitted(args.directory, args.preset)
     print(f"{args.directory.name}: {len(pairs)} fits; theta_E off by > {args.threshold:.0%}:\n")
-    print("| lens | flag | true theta_E | fitted | from the truth | gain in log p | verdict |")
+    print(
+        "| lens | flag | true theta_E | best fit (median's error) | from the truth "
+        "| gain in log p | verdict |"
+    )
     print("|---|---|---|---|---|---|---|")
     verdicts = []
     for params, row in pairs:
