@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from lenstronomy.Workflow.fitting_sequence import FittingSequence
@@ -10,7 +12,9 @@ from scipy import ndimage
 from lensjobs.fit import likelihood
 from lensjobs.fit.inputs import Candidate
 from lensjobs.fit.model import (
+    FWHM_RANGE,
     KWARGS_MODEL,
+    PSF_TRUNCATION,
     background_rms,
     exposure_times,
     likelihood_data,
@@ -154,6 +158,19 @@ def test_psf_is_two_gaussians_of_the_fitted_fwhm(wing: float) -> None:
         )
 
     np.testing.assert_allclose(profile(fwhm / 2), profile(np.zeros(3)) / 2, rtol=1e-9)
+
+
+def test_candidates_of_similar_seeing_share_the_likelihoods_shapes() -> None:
+    """A batch job compiles the likelihood once per array shape: candidates over DES's range
+    of seeing (0.8-1.55") share a few shapes, and every PSF still reaches its truncation."""
+    candidate, _ = _candidate(3, SimulationSettings(nonlens_frac=0.0))
+    shapes = set()
+    for fwhm in np.linspace(0.8, 1.55, 40):
+        similar = dataclasses.replace(candidate, fwhm=np.array([fwhm, 0.9 * fwhm, 0.8 * fwhm]))
+        wing = likelihood.WING_RATIO * FWHM_RANGE[1] * fwhm / likelihood.FWHM_PER_SIGMA
+        assert psf_radius(similar) >= PSF_TRUNCATION * wing / candidate.pixscale
+        shapes.add(likelihood_data(similar, 1).shifts.shape)
+    assert len(shapes) <= 4, shapes
 
 
 def test_gradient_matches_finite_differences() -> None:

@@ -19,6 +19,7 @@ segmented as background.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +41,12 @@ KWARGS_MODEL = {
 }
 # DES coadd: 10 x 90 s per band; the Poisson term in image units (zero point MAGZERO).
 EXPOSURE_SECONDS = 900.0
-# The PSF reaches 4 sigma of its widest wing Gaussian the FWHM's bounds allow.
+# The PSF reaches 4 sigma of its widest wing Gaussian the FWHM's bounds allow, rounded up
+# to a multiple of PSF_RADIUS_STEP pixels: the radius sets the likelihood's array shapes, and
+# a batch job compiles the likelihood once per shape (~4.5 CPU-s, more than half a fit), so
+# candidates of similar seeing must share one.
 PSF_TRUNCATION = 4.0
+PSF_RADIUS_STEP = 4
 FWHM_PRIOR = 0.1  # prior sigma of the PSF FWHM, a fraction of the catalogue's
 FWHM_RANGE = (0.6, 1.6)  # bounds of the PSF FWHM, in units of the catalogue's
 # The wing's share of the PSF's light: 0.27-0.57 for Moffat profiles of beta 2.5-4.5.
@@ -113,10 +118,12 @@ def background_rms(candidate: Candidate) -> np.ndarray:
 
 def psf_radius(candidate: Candidate) -> int:
     """Pixels the PSF reaches: PSF_TRUNCATION sigma of the widest wing Gaussian allowed (a
-    wing is widest when it holds no light and the core is the whole FWHM)."""
+    wing is widest when it holds no light and the core is the whole FWHM), rounded up to a
+    multiple of PSF_RADIUS_STEP."""
     core = FWHM_RANGE[1] * candidate.fwhm.max() / likelihood.FWHM_PER_SIGMA
     sigma = likelihood.WING_RATIO * core
-    return int(PSF_TRUNCATION * sigma / candidate.pixscale + 0.5)
+    needed = PSF_TRUNCATION * sigma / candidate.pixscale
+    return PSF_RADIUS_STEP * math.ceil(needed / PSF_RADIUS_STEP)
 
 
 def likelihood_data(candidate: Candidate, supersampling: int, core: float | None = None) -> Data:
