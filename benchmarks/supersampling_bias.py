@@ -20,11 +20,11 @@ import time
 import numpy as np
 
 from lensjobs.fit.inputs import Candidate
-from lensjobs.fit.model import LENS_PARAMETERS, start
+from lensjobs.fit.model import LENS_PARAMETERS, start, truth_vector
 from lensjobs.fit.node import Problem
 from lensjobs.fit.presets import PRESETS
 from lensjobs.fit.sampling import laplace_covariance, optimise
-from lensjobs.simulate import TRUTH_PARAMETERS, SimulationSettings, simulate_system
+from lensjobs.simulate import SimulationSettings, simulate_system
 
 
 def candidate_with_true_priors(seed: int, settings: SimulationSettings) -> tuple[Candidate, dict]:
@@ -70,7 +70,7 @@ def main() -> None:
         pulls, dlogl, cost_value, cost_grad = [], [], [], []
         for candidate, truth in systems:
             problem = Problem(candidate, preset)
-            x_true = np.array([truth[TRUTH_PARAMETERS[n]] for n in problem.names])
+            x_true = truth_vector(truth)
             s = start(candidate)
             found = optimise(
                 problem.value_and_grad, [x_true], s.init, s.sigma, s.lower, s.upper, 2000

@@ -22,11 +22,16 @@ from lensjobs.fit.model import (
     psf_radius,
     start,
     to_kwargs,
+    truth_vector,
 )
 from lensjobs.fit.node import Problem
 from lensjobs.fit.presets import PRESETS
 from lensjobs.frame import pixel_grid
-from lensjobs.simulate import TRUTH_PARAMETERS, SimulationSettings, simulate_system
+from lensjobs.simulate import SimulationSettings, simulate_system
+
+# lenstronomy's parameters come first in NAMES, the PSF's (FWHM per band, wing) after them.
+LENSTRONOMY = likelihood.INDEX["fwhm_g"]
+FWHM = [likelihood.INDEX[f"fwhm_{b}"] for b in "gri"]
 
 
 def _candidate(seed: int, settings: SimulationSettings) -> tuple[Candidate, np.ndarray]:
@@ -42,7 +47,7 @@ def _candidate(seed: int, settings: SimulationSettings) -> tuple[Candidate, np.n
     candidate = Candidate(
         f"sim{seed}", system.images, fwhm, settings.pixscale, settings.magzero, prior, system.labels
     )
-    return candidate, np.array([t[TRUTH_PARAMETERS[n]] for n in likelihood.NAMES])
+    return candidate, truth_vector(t)
 
 
 def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int):
@@ -70,7 +75,7 @@ def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int
     ]
     s = start(candidate)
     kwargs = {k: to_kwargs(getattr(s, k)) for k in ("init", "lower", "upper")}
-    fixed = {"kwargs_lens": [{}, {"ra_0": 0.0, "dec_0": 0.0}], "kwargs_source": [{}]}
+    fixed = {"kwargs_lens": [{}, {"ra_0": 0.0, "dec_0": 0.0}], "kwargs_source": [{}, {}]}
     fixed["kwargs_lens_light"] = [{}]
     params = {
         kind: [
@@ -94,8 +99,8 @@ def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int
         {"check_bounds": False, "image_likelihood_mask_list": [mask] * 3},
         params,
     )
-    assert tuple(sequence.param_class.num_param()[1]) == likelihood.NAMES[:17]
-    return lambda p: sequence.likelihood_class.logL(p[:17])
+    assert tuple(sequence.param_class.num_param()[1]) == likelihood.NAMES[:LENSTRONOMY]
+    return lambda p: sequence.likelihood_class.logL(p[:LENSTRONOMY])
 
 
 @pytest.mark.parametrize("supersampling", [1, 3])
@@ -112,11 +117,11 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     assert likelihood_mask(candidate).min() == 0
     data = likelihood_data(candidate, supersampling, core=0.0)  # lenstronomy's SIE and Sersic
     rng = np.random.default_rng(1)
-    fwhm = truth[17:20] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
+    fwhm = truth[FWHM] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
     reference = _lenstronomy_logl(candidate, fwhm, supersampling)
     points = [truth] + [truth + rng.normal(size=truth.size) * 0.02 for _ in range(4)]
     # No wing: lenstronomy's GAUSSIAN PSF.
-    points = [np.concatenate([p[:17], fwhm, [0.0]]) for p in points]
+    points = [np.concatenate([p[:LENSTRONOMY], fwhm, [0.0]]) for p in points]
     for p in points:
         assert float(likelihood.value(p, data)) == pytest.approx(reference(p), rel=1e-8, abs=1e-6)
     batch = np.asarray(likelihood.values(np.array(points), data))
@@ -139,7 +144,7 @@ def test_psf_is_two_gaussians_of_the_fitted_fwhm(wing: float) -> None:
     core = np.asarray(likelihood.core_sigma(fwhm, wing))
     radius = psf_radius(candidate)
     for b in range(3):
-        for c in range(2):
+        for c in range(len(units)):
             expected = sum(
                 share
                 * ndimage.gaussian_filter(
@@ -245,3 +250,27 @@ def test_noise_free_truth_beats_a_shifted_einstein_radius() -> None:
     assert PRESETS["standard"].supersampling == 3
     assert margin(3) > 0
     assert margin(1) < 0
+
+
+def test_log_prior_gradient_and_the_knot_following_the_source() -> None:
+    """The prior's gradient is its finite differences (the knot's tie to the Sersic
+    included), and moving the source's Sersic and knot together leaves the prior as it
+    was, while moving the Sersic alone lowers it."""
+    candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0))
+    s = start(candidate)
+    rng = np.random.default_rng(2)
+    point = np.clip(truth + rng.normal(size=truth.size) * s.sigma, s.lower, s.upper)
+    step = 1e-6
+    numeric = [
+        (s.log_prior(point + step * e) - s.log_prior(point - step * e)) / (2 * step)
+        for e in np.eye(point.size)
+    ]
+    np.testing.assert_allclose(s.log_prior_gradient(point), numeric, rtol=1e-6, atol=1e-6)
+    sersic = likelihood.INDEX["center_x_source_light0"]
+    knot = likelihood.INDEX["center_x_source_light1"]
+    point[knot] = point[sersic]
+    together, alone = point.copy(), point.copy()
+    together[[sersic, knot]] += 0.5
+    alone[sersic] += 0.5
+    assert s.log_prior(together) == pytest.approx(s.log_prior(point))
+    assert s.log_prior(alone) < s.log_prior(point) - 1

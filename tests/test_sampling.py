@@ -75,9 +75,10 @@ def test_the_notebooks_recipe_can_report_a_converged_chain() -> None:
 
 
 def test_a_short_chain_is_not_converged_and_says_why() -> None:
-    _, state = run("mcmc", min_steps=100, max_steps=100, chunk=50, optimise=False)
+    _, state = run("mcmc", min_steps=100, max_steps=120, chunk=50, optimise=False)
     assert not state.converged
-    assert state.problem.startswith("MCMC stopped at 100 steps, autocorrelation time")
+    assert len(state.chain) - 1 == 120  # not the next multiple of the chunk
+    assert state.problem.startswith("MCMC stopped at 120 steps, autocorrelation time")
 
 
 def ar1_chains(rho: float, steps: int, walkers: int, seed: int = 0) -> np.ndarray:

@@ -138,7 +138,7 @@ def test_dry_run_writes_the_dag_and_submit_files(candidates: Path, tmp_path: Pat
 def test_fits_per_job_defaults_to_45_minutes_of_the_presets_fits(
     candidates: Path, tmp_path: Path
 ) -> None:
-    for preset, per_job in (("standard", 270), ("quick", 386)):
+    for preset, per_job in (("standard", 193), ("quick", 386)):
         result = run_cli(
             "submit", candidates, "--runs-dir", tmp_path, "--dry-run", "--shared-fs",
             "--name", preset, "--preset", preset,

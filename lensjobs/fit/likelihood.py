@@ -2,16 +2,17 @@
 
 The model is the one of :mod:`lensjobs.fit.model`: SIE + external SHEAR (origin at the
 cutout centre), a SERSIC_ELLIPSE lens light sharing the mass centre, a SERSIC_ELLIPSE
-source, a PSF per band of two concentric Gaussians (a core, and a wing :data:`WING_RATIO`
-times wider holding a share ``psf_wing`` of the light, the same in every band) whose FWHM
-is a parameter too (with no wing, lenstronomy's ``GAUSSIAN`` type: the image is averaged
-over sub-pixels, then filtered with each Gaussian out to ``radius`` pixels, edges
-repeated), and the linear amplitudes of light and source solved per band by weighted least
-squares (lenstronomy's ``multi-linear``), under a binary likelihood mask. Every formula
-follows lenstronomy 1.14 (``NIE`` with s_scale 1e-10, ``SersicElliptic``, ``SHEAR``,
-``covariance_matrix``, ``get_param_WLS``); tests/test_likelihood.py holds the two to the
-same log-likelihood. Parameters are a flat vector (:data:`NAMES`): lenstronomy's ``Param``
-order and names, then the PSF FWHM per band and the PSF's wing share.
+source with a GAUSSIAN knot, a PSF per band of two concentric Gaussians (a core, and a
+wing :data:`WING_RATIO` times wider holding a share ``psf_wing`` of the light, the same in
+every band) whose FWHM is a parameter too (with no wing, lenstronomy's ``GAUSSIAN`` type:
+the image is averaged over sub-pixels, then filtered with each Gaussian out to ``radius``
+pixels, edges repeated), and the linear amplitudes of light, source and knot solved per
+band by weighted least squares (lenstronomy's ``multi-linear``), under a binary
+likelihood mask. Every formula follows lenstronomy 1.14 (``NIE`` with s_scale 1e-10,
+``SersicElliptic``, ``Gaussian``, ``SHEAR``, ``covariance_matrix``, ``get_param_WLS``);
+tests/test_likelihood.py holds the two to the same log-likelihood. Parameters are a flat
+vector (:data:`NAMES`): lenstronomy's ``Param`` order and names, then the PSF FWHM per band
+and the PSF's wing share.
 
 lenstronomy evaluates one parameter vector at a time in NumPy; here the data are
 arguments of one compiled function (no recompilation per candidate of the same shape),
@@ -45,6 +46,9 @@ NAMES = (
     "e2_source_light0",
     "center_x_source_light0",
     "center_y_source_light0",
+    "sigma_source_light1",
+    "center_x_source_light1",
+    "center_y_source_light1",
     "R_sersic_lens_light0",
     "n_sersic_lens_light0",
     "e1_lens_light0",
@@ -196,19 +200,29 @@ def sersic(x, y, core, r_sersic, n_sersic, e1, e2, cx, cy):
     return jnp.exp(-bn * (ratio ** (1 / n_sersic) - 1))
 
 
+GAUSSIAN_KEYS = ("sigma", "center_x", "center_y")
+
+
+def gaussian(x, y, sigma, cx, cy):
+    """lenstronomy's GAUSSIAN of unit amplitude."""
+    return jnp.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * sigma**2)) / (2 * jnp.pi * sigma**2)
+
+
 def unit_images(p: jax.Array, data: Data) -> jax.Array:
-    """Lens light and lensed source of unit amplitude, (2, n, n), before the PSF."""
+    """Lens light, the lensed source's Sersic and its knot, each of unit amplitude,
+    (3, n, n), before the PSF."""
     theta_e, e1, e2, g1, g2 = (p[INDEX[n]] for n in NAMES[:5])
     cx, cy = p[INDEX["center_x_lens_light0"]], p[INDEX["center_y_lens_light0"]]
     ax, ay = sie_deflection(data.x, data.y, data.core, theta_e, e1, e2, cx, cy)
     bx = data.x - ax - (g1 * data.x + g2 * data.y)
     by = data.y - ay - (g2 * data.x - g1 * data.y)
     source = sersic(bx, by, data.core, *sersic_parameters(p, "source_light0"))
+    knot = gaussian(bx, by, *(p[INDEX[f"{k}_source_light1"]] for k in GAUSSIAN_KEYS))
     light = sersic(data.x, data.y, data.core, *sersic_parameters(p, "lens_light0"))
     n = data.image.shape[-1]
     sub = data.x.shape[0] // n
-    both = jnp.stack([light, source]).reshape(2, n, sub, n, sub).mean(axis=(2, 4))
-    return both * data.pixscale**2
+    parts = jnp.stack([light, source, knot])
+    return parts.reshape(len(parts), n, sub, n, sub).mean(axis=(2, 4)) * data.pixscale**2
 
 
 def core_sigma(fwhm: jax.Array, wing: jax.Array) -> jax.Array:
@@ -237,14 +251,14 @@ def blur_matrices(fwhm: jax.Array, wing: jax.Array, data: Data) -> jax.Array:
 
 
 def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
-    """The model image per band (B, n, n) and its linear amplitudes (B, 2)."""
+    """The model image per band (B, n, n) and its linear amplitudes (B, 3)."""
     parts, amplitudes = band_components(p, data)
     return parts.sum(axis=1), amplitudes
 
 
 def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
-    """Each band's model as its lens light and lensed source (B, 2, n, n), and their linear
-    amplitudes (B, 2), solved by weighted least squares."""
+    """Each band's model as its components (unit_images: B, 3, n, n), and their linear
+    amplitudes (B, 3), solved by weighted least squares."""
     units = unit_images(p, data)
     fwhm = jnp.stack([p[INDEX[f"fwhm_{b}"]] for b in "gri"])
     wing = p[INDEX["psf_wing"]]
@@ -253,7 +267,7 @@ def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     blurred = jnp.einsum("s,sbij,cjk,sblk->bcil", shares, blur, units, blur)
     weight = data.mask / data.variance  # (B, n, n)
     normal = jnp.einsum("bcij,bij,bdij->bcd", blurred, weight, blurred)
-    normal = normal + jnp.eye(2) * (
+    normal = normal + jnp.eye(units.shape[0]) * (
         1e-12 * jnp.diagonal(normal, axis1=1, axis2=2)[:, None] + 1e-300
     )
     rhs = jnp.einsum("bcij,bij,bij->bc", blurred, weight, data.image)

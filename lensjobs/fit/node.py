@@ -279,8 +279,15 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
     half, (sx, sy) = outputs.source_window(kwargs)
     side = np.linspace(-half, half, SOURCE_PIXELS)
     x, y = np.meshgrid(sx + side, sy + side)
-    unit = likelihood.sersic(x, y, data.core, *likelihood.sersic_parameters(best, "source_light0"))
-    source = quality["amplitudes"][:, 1, None, None] * np.asarray(unit) * data.pixscale**2
+    sersic = likelihood.sersic(
+        x, y, data.core, *likelihood.sersic_parameters(best, "source_light0")
+    )
+    knot = likelihood.gaussian(
+        x, y, *(best[likelihood.INDEX[f"{k}_source_light1"]] for k in likelihood.GAUSSIAN_KEYS)
+    )
+    # Components 1 and 2 of the fit's linear amplitudes (B, 3) are the source's.
+    amplitudes = quality["amplitudes"][:, 1:, None, None]
+    source = np.asarray(amplitudes[:, 0] * sersic + amplitudes[:, 1] * knot) * data.pixscale**2
     return outputs.overview_png(
         path,
         quality["observed"],

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 
 class FitPreset(BaseModel):
@@ -34,10 +34,11 @@ class FitPreset(BaseModel):
     # MCMC: the sampler of "mcmc" presets, and where a Laplace preset falls back when the
     # log-likelihood is not peaked at its optimum.
     burn_in: int = Field(100, ge=0, description="MCMC steps discarded at least")
-    min_steps: int = Field(300, ge=1, description="MCMC steps before convergence is checked")
-    # 500 keeps a fallback within issue 15's 60 CPU-s a fit: 42 walkers x 600 steps took
-    # 60.5-62.9 s on model-breaking lenses, every one of them unconverged at the end.
-    max_steps: int = Field(500, ge=1, description="MCMC steps at most")
+    min_steps: int = Field(200, ge=1, description="MCMC steps before convergence is checked")
+    # 200 keeps a fallback within issue 15's 60 CPU-s a fit. With the knot, 48 walkers x 500
+    # steps took 72-85 s and x 300 up to 68.4 s (the first fit of a batch process, compiling),
+    # every chain unconverged at the end.
+    max_steps: int = Field(200, ge=1, description="MCMC steps at most")
     chunk: int = Field(100, ge=1, description="MCMC steps between convergence checks")
     converge: bool = Field(True, description="stop on convergence instead of at max_steps")
     tau_factor: float = Field(
@@ -58,13 +59,20 @@ class FitPreset(BaseModel):
     )
     testing_only: bool = False
 
+    @model_validator(mode="after")
+    def _stops(self) -> FitPreset:
+        # Convergence is checked from min_steps on, and a chain stops only when checked.
+        if self.max_steps < self.min_steps:
+            raise ValueError(f"max_steps {self.max_steps} < min_steps {self.min_steps}")
+        return self
+
 
 PRESETS: dict[str, FitPreset] = {
     "standard": FitPreset(
         name="standard",
         pso_particles=40,
         pso_iterations=40,
-        mean_cpu_seconds=10,  # model-breaking seeds 11, 12, 16, whole process (BENCHMARKS.md)
+        mean_cpu_seconds=14,  # model-breaking seeds 12, 16: whole process (BENCHMARKS.md)
     ),
     "mcmc": FitPreset(
         name="mcmc",

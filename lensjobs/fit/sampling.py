@@ -354,11 +354,13 @@ class Sampler:
             log_prob=state.log_prob[-1],
             random_state=_random_state_from_json(state.mcmc_random),
         )
-        end = sampler.run_mcmc(start, p.chunk, progress=False)
-        state.evaluations += p.chunk * self.nwalkers
+        # The last chunk is cut short: max_steps bounds a fallback's cost, to the step.
+        chunk = min(p.chunk, p.max_steps - (len(state.chain) - 1))
+        end = sampler.run_mcmc(start, chunk, progress=False)
+        state.evaluations += chunk * self.nwalkers
         state.chain = np.concatenate([state.chain, sampler.get_chain()])
         state.log_prob = np.concatenate([state.log_prob, sampler.get_log_prob()])
-        state.accepted = state.accepted + sampler.acceptance_fraction * p.chunk
+        state.accepted = state.accepted + sampler.acceptance_fraction * chunk
         state.mcmc_random = _random_state_to_json(end.random_state)
         steps = len(state.chain) - 1
         if steps < p.min_steps:
