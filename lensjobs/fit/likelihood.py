@@ -87,6 +87,7 @@ CORE = 0.1
 FLOOR = -1e18
 INDEX = {name: k for k, name in enumerate(NAMES)}
 SERSIC_KEYS = ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")
+GAUSSIAN_KEYS = ("sigma", "center_x", "center_y")
 
 
 class Data(NamedTuple):
@@ -184,7 +185,16 @@ def sie_deflection(x, y, core, theta_e, e1, e2, cx, cy):
 def sersic_parameters(p, component: str) -> tuple:
     """A Sersic component's parameters (SERSIC_KEYS order) from the vector ``p``;
     ``component`` is lenstronomy's suffix, e.g. ``source_light0``."""
-    return tuple(p[INDEX[f"{k}_{component}"]] for k in SERSIC_KEYS)
+    return _parameters(p, SERSIC_KEYS, component)
+
+
+def gaussian_parameters(p, component: str) -> tuple:
+    """A GAUSSIAN component's parameters (GAUSSIAN_KEYS order), as sersic_parameters."""
+    return _parameters(p, GAUSSIAN_KEYS, component)
+
+
+def _parameters(p, keys: tuple[str, ...], component: str) -> tuple:
+    return tuple(p[INDEX[f"{k}_{component}"]] for k in keys)
 
 
 def sersic(x, y, core, r_sersic, n_sersic, e1, e2, cx, cy):
@@ -198,9 +208,6 @@ def sersic(x, y, core, r_sersic, n_sersic, e1, e2, cx, cy):
     bn = jnp.maximum(1.9992 * n_sersic - 0.3271, SERSIC_BN_MIN)
     ratio = r / jnp.maximum(r_sersic, SERSIC_SMOOTHING)
     return jnp.exp(-bn * (ratio ** (1 / n_sersic) - 1))
-
-
-GAUSSIAN_KEYS = ("sigma", "center_x", "center_y")
 
 
 def gaussian(x, y, sigma, cx, cy):
@@ -217,7 +224,7 @@ def unit_images(p: jax.Array, data: Data) -> jax.Array:
     bx = data.x - ax - (g1 * data.x + g2 * data.y)
     by = data.y - ay - (g2 * data.x - g1 * data.y)
     source = sersic(bx, by, data.core, *sersic_parameters(p, "source_light0"))
-    knot = gaussian(bx, by, *(p[INDEX[f"{k}_source_light1"]] for k in GAUSSIAN_KEYS))
+    knot = gaussian(bx, by, *gaussian_parameters(p, "source_light1"))
     light = sersic(data.x, data.y, data.core, *sersic_parameters(p, "lens_light0"))
     n = data.image.shape[-1]
     sub = data.x.shape[0] // n

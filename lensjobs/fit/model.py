@@ -190,6 +190,8 @@ def start(candidate: Candidate) -> Start:
         float(np.clip(v, c - 0.9 * source_reach, c + 0.9 * source_reach))
         for v, c in zip(_source_start(candidate, theta, cx, cy), (cx, cy), strict=True)
     )
+    source_x = (sx, 0.1 * theta, cx - source_reach, cx + source_reach)
+    source_y = (sy, 0.1 * theta, cy - source_reach, cy + source_reach)
     e_max = ELLIPTICITY_MAX
     # name: (init, sigma, lower, upper); the FWHMs also have a Gaussian prior, below.
     fwhm = dict(zip(BANDS, (float(f) for f in candidate.fwhm), strict=True))
@@ -212,11 +214,12 @@ def start(candidate: Candidate) -> Start:
         "n_sersic_source_light0": (1.0, 0.5, 0.5, 4.0),
         "e1_source_light0": (0.0, 0.1, -e_max, e_max),
         "e2_source_light0": (0.0, 0.1, -e_max, e_max),
-        "center_x_source_light0": (sx, 0.1 * theta, cx - source_reach, cx + source_reach),
-        "center_y_source_light0": (sy, 0.1 * theta, cy - source_reach, cy + source_reach),
+        "center_x_source_light0": source_x,
+        "center_y_source_light0": source_y,
+        # The knot starts where the Sersic does (a prior ties them: below).
         "sigma_source_light1": (KNOT_SIGMA, KNOT_SIGMA, KNOT_MIN_SIGMA, 0.3),
-        "center_x_source_light1": (sx, 0.1 * theta, cx - source_reach, cx + source_reach),
-        "center_y_source_light1": (sy, 0.1 * theta, cy - source_reach, cy + source_reach),
+        "center_x_source_light1": source_x,
+        "center_y_source_light1": source_y,
         "R_sersic_lens_light0": (1.0, 0.5, 0.05, 10.0),
         "n_sersic_lens_light0": (4.0, 1.0, 0.5, 8.0),
         "e1_lens_light0": (e1, 0.1, -e_max, e_max),
