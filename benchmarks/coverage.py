@@ -241,8 +241,13 @@ def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | No
     print(
         f"CPU s per fit (the fit's own): median {np.median(cpu):.1f}, max {np.max(cpu):.1f}{whole}"
     )
+    fallback = np.array([r["fallback"] for r in fitted], dtype=bool)
+    spread = ""
+    if fallback.any():
+        spread = f" ({cpu[fallback].min():.1f}-{cpu[fallback].max():.1f} CPU s)"
+    others = f"; the others' max {cpu[~fallback].max():.1f}" if (~fallback).any() else ""
     print(
-        f"fell back on MCMC: {sum(r['fallback'] for r in fitted)} of {len(fitted)}; "
+        f"fell back on MCMC: {int(fallback.sum())} of {len(fitted)}{spread}{others}; "
         f"over {MAX_CPU_S:g} CPU s: {int(np.sum(cpu > MAX_CPU_S))}"
     )
     trusted = [r for r in fitted if r["flag"] in TRUSTED]
