@@ -20,16 +20,17 @@ from lensjobs.catalog import BANDS
 from lensjobs.display import colour, lens_curves
 from lensjobs.files import atomic_write
 
+CORNER_LABELPAD = 0.12  # in panels
+
 
 def write_json(path: Path, data: dict[str, Any]) -> Path:
     text = json.dumps(data, indent=2, allow_nan=True) + "\n"
     return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
-def _save_figure(fig: plt.Figure, path: Path, tight: bool = False) -> Path:
+def _save_figure(fig: plt.Figure, path: Path) -> Path:
     def write(tmp: Path) -> None:
-        # tight: corner places its axis labels partly outside the figure.
-        fig.savefig(tmp, dpi=90, format="png", bbox_inches="tight" if tight else None)
+        fig.savefig(tmp, dpi=90, format="png")
 
     atomic_write(path, write)
     plt.close(fig)
@@ -165,14 +166,21 @@ def corner_png(
             quantiles=[0.16, 0.5, 0.84],
             label_kwargs={"fontsize": fontsize},
             max_n_ticks=3,
-            labelpad=0.12,
+            labelpad=CORNER_LABELPAD,
             **({"fig": plt.figure(figsize=(figsize, figsize))} if figsize else {}),
         )
         for ax in fig.axes:
             ax.tick_params(labelsize=fontsize * 0.8)
     finally:
         root.setLevel(level)
-    return _save_figure(fig, path, tight=True)
+    # corner hangs its axis labels 0.3 + labelpad of a panel below and left of the panels,
+    # partly outside the figure; fixed margins that hold them cost no extra drawing, where
+    # a tight bounding box drew the figure twice (~0.25 CPU-s of a corner plot's ~1.2 s).
+    width = fig.get_figwidth()
+    panel = fig.axes[0].get_position().width * width
+    margin = ((0.3 + CORNER_LABELPAD) * panel + 2.5 * fontsize / 72) / width
+    fig.subplots_adjust(left=margin, bottom=margin, right=0.98, top=0.98)
+    return _save_figure(fig, path)
 
 
 def trace_png(path: Path, state: Any, names: list[str]) -> Path:
@@ -202,7 +210,8 @@ def trace_png(path: Path, state: Any, names: list[str]) -> Path:
         ax.set_ylabel(names[d], fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel(label, fontsize=7)
-    fig.tight_layout()
+    # Fixed margins, not tight_layout, which draws the figure once more (~0.35 CPU-s).
+    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.04, top=0.99, wspace=0.3, hspace=0.12)
     return _save_figure(fig, path)
 
 
