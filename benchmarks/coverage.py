@@ -263,15 +263,22 @@ def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | No
             for group, error in ((fitted, "statistical"), (fitted, "total"), (trusted, "total"))
         ]
         print(f"| {name} | {' | '.join(cells)} |")
-    print("\n| true theta_E | lenses | median abs(dtheta_E)/theta_E | within 10 % | beyond 20 % |")
-    print("|---|---|---|---|---|")
+    # Coverage per bin too: a calibration honest on average could over-cover large lenses
+    # and under-cover small ones.
+    print(
+        "\n| true theta_E | lenses | median abs(dtheta_E)/theta_E | within 10 % | beyond 20 % "
+        "| theta_E within 1 / 2 sigma total, flag OK or NOT_CONVERGED |"
+    )
+    print("|---|---|---|---|---|---|")
     for low, high in THETA_BINS:
         some = [r for r in fitted if low <= r["theta_E_lens0"]["truth"] < high]
         if some:
             a = theta_accuracy(some)
+            held = [r for r in some if r["flag"] in TRUSTED]
+            cell = "{:.0%} / {:.0%}".format(*coverage(held, "theta_E_lens0", "total"))
             print(
                 f"| {low}-{high}″ | {len(some)} | {a['median']:.1%} | {a['within10']:.0%} | "
-                f"{a['beyond20']:.0%} |"
+                f"{a['beyond20']:.0%} | {cell + f' ({len(held)})' if held else '-'} |"
             )
     print(
         "\n| flag | lenses | median abs(dtheta_E)/theta_E | within 10 % "
