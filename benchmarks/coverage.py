@@ -275,10 +275,13 @@ def report(label: str, preset: str, records: list[dict], cpu_per_fit: float | No
         if some:
             a = theta_accuracy(some)
             held = [r for r in some if r["flag"] in TRUSTED]
-            cell = "{:.0%} / {:.0%}".format(*coverage(held, "theta_E_lens0", "total"))
+            cell = "-"
+            if held:
+                t1, t2 = coverage(held, "theta_E_lens0", "total")
+                cell = f"{t1:.0%} / {t2:.0%} ({len(held)})"
             print(
                 f"| {low}-{high}″ | {len(some)} | {a['median']:.1%} | {a['within10']:.0%} | "
-                f"{a['beyond20']:.0%} | {cell + f' ({len(held)})' if held else '-'} |"
+                f"{a['beyond20']:.0%} | {cell} |"
             )
     print(
         "\n| flag | lenses | median abs(dtheta_E)/theta_E | within 10 % "
