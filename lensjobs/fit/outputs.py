@@ -148,6 +148,12 @@ def physical_corner_png(path: Path, samples: np.ndarray, labels: tuple[str, ...]
 def corner_png(
     path: Path, samples: np.ndarray, names: list[str], fontsize: int = 7, figsize: float = 0
 ) -> Path:
+    return _save_figure(corner_figure(samples, names, fontsize, figsize), path)
+
+
+def corner_figure(
+    samples: np.ndarray, names: list[str], fontsize: int = 7, figsize: float = 0
+) -> plt.Figure:
     """The posterior's corner plot; a parameter held at a bound (no spread) gets a small
     range around its value, which corner cannot choose itself."""
     low, high = samples.min(axis=0), samples.max(axis=0)
@@ -180,17 +186,22 @@ def corner_png(
     panel = fig.axes[0].get_position().width * width
     margin = ((0.3 + CORNER_LABELPAD) * panel + 2.5 * fontsize / 72) / width
     fig.subplots_adjust(left=margin, bottom=margin, right=0.98, top=0.98)
-    return _save_figure(fig, path)
+    return fig
 
 
 def trace_png(path: Path, state: Any, names: list[str]) -> Path:
+    return _save_figure(trace_figure(state, names), path)
+
+
+def trace_figure(state: Any, names: list[str]) -> plt.Figure:
     """How the fit got there, per parameter: the MCMC walkers' median and 16-84 % band per
     step (burn-in dotted), or the optimisation path (the swarm's best after each
     iteration, then the optimiser's steps; dotted where the optimiser took over)."""
     ndim = len(names)
     cols = 3
     rows = -(-ndim // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 1.8 * rows), sharex=True, squeeze=False)
+    height = 1.8 * rows
+    fig, axes = plt.subplots(rows, cols, figsize=(11, height), sharex=True, squeeze=False)
     if state.chain is not None:
         lo, mid, hi = np.percentile(state.chain, [16, 50, 84], axis=1)
         switch, label = state.burn_in, "MCMC step"
@@ -210,9 +221,12 @@ def trace_png(path: Path, state: Any, names: list[str]) -> Path:
         ax.set_ylabel(names[d], fontsize=7)
     for ax in axes[-1]:
         ax.set_xlabel(label, fontsize=7)
-    # Fixed margins, not tight_layout, which draws the figure once more (~0.35 CPU-s).
-    fig.subplots_adjust(left=0.07, right=0.99, bottom=0.04, top=0.99, wspace=0.3, hspace=0.12)
-    return _save_figure(fig, path)
+    # Fixed margins (in inches, for any number of rows), not tight_layout, which draws the
+    # figure once more (~0.35 CPU-s).
+    fig.subplots_adjust(
+        left=0.07, right=0.99, bottom=0.6 / height, top=1 - 0.15 / height, wspace=0.3, hspace=0.12
+    )
+    return fig
 
 
 def text_summary(path: Path, params: dict[str, Any]) -> Path:
