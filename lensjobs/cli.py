@@ -654,7 +654,12 @@ def train_network(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     epochs: Annotated[
-        int, typer.Option(min=1, help="Maximum epochs (early stopping may end sooner).")
+        int,
+        typer.Option(
+            min=0,
+            help="Maximum epochs (early stopping may end sooner); 0: no training, the --init "
+            "weights re-calibrated and re-scored.",
+        ),
     ] = 30,
     batch_size: Annotated[int, typer.Option(min=1, help="Batch size.")] = 64,
     max_minutes: Annotated[
@@ -685,11 +690,12 @@ def train_network(
             )
     except TrainingDataError as error:
         fail(str(error))
-    out.print(
-        f"wrote {kind.value} to {target} (best epoch {card.training['best_epoch']}, "
-        f"{card.training['minutes']:.1f} min)",
-        highlight=False,
+    done = (
+        "re-calibrated"
+        if epochs == 0
+        else f"best epoch {card.training['best_epoch']}, {card.training['minutes']:.1f} min"
     )
+    out.print(f"wrote {kind.value} to {target} ({done})", highlight=False)
     for key, value in card.metrics.items():
         out.print(f"  {key}: {value}", highlight=False)
 

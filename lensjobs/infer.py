@@ -55,7 +55,7 @@ class Networks:
         with torch.autocast(
             self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"
         ):
-            probs = segmenter.logits(self.segmenter, x, self.seg_card).float().softmax(1)
+            probs = segmenter.probabilities(self.segmenter, x, self.seg_card)
             mean, sigma = regressor.predict(self.regressor, x, self.reg_card)
         return probs.cpu().numpy(), mean.float().cpu().numpy(), sigma.float().cpu().numpy()
 

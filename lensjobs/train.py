@@ -26,16 +26,19 @@ from pydantic import BaseModel, Field
 
 from lensjobs.catalog import BANDS
 from lensjobs.models import regressor, segmenter
+from lensjobs.models.dihedral import dihedral, dihedral_targets
 from lensjobs.models.inputs import NORMALISATION, normalise
 from lensjobs.models.store import Kind, ModelCard, WeightsError, load_model, save_model
 
 ONE_SIGMA = 0.6827  # the share of a Gaussian within 1 sigma
+# The regressor's targets (theta_E, x, y, e1, e2) that share a sigma factor.
+SYMMETRIC_TARGETS = ([0], [1, 2], [3, 4])
 GRAD_CLIP = 1.0  # max gradient norm: keeps one bad batch from undoing an epoch
 
 
 class TrainSettings(BaseModel):
     seed: int = 0
-    epochs: int = Field(30, ge=1)
+    epochs: int = Field(30, ge=0, description="0: re-calibrate the --init weights, no training")
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
@@ -112,30 +115,6 @@ def load_simulated(*paths: Path) -> SimulatedSet:
 
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-# Dihedral transforms of a square image: bit 2 transpose, bit 0 flip x, bit 1 flip y, in that
-# order. x runs along columns (last axis) and y along rows, as in lensjobs.frame.
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    if k & 4:
-        x = x.transpose(-1, -2)
-    if k & 1:
-        x = x.flip(-1)
-    if k & 2:
-        x = x.flip(-2)
-    return x
-
-
-def dihedral_targets(t: torch.Tensor, k: int) -> torch.Tensor:
-    """Transform (theta_E, x, y, e1, e2) rows as :func:`dihedral` moves the image."""
-    theta, x, y, e1, e2 = t.unbind(-1)
-    if k & 4:
-        x, y, e1 = y, x, -e1
-    if k & 1:
-        x, e2 = -x, -e2
-    if k & 2:
-        y, e2 = -y, -e2
-    return torch.stack([theta, x, y, e1, e2], dim=-1)
 
 
 def mean_iou(confusion: np.ndarray) -> tuple[float, list[float]]:
@@ -217,7 +196,7 @@ class SegmenterTask(Task):
         dev = next(model.parameters()).device
         confusion = np.zeros((segmenter.NUM_CLASSES,) * 2, dtype=np.int64)
         for batch in _batches(rows, 256):
-            pred = segmenter.logits(model, data.x[batch].to(dev), card).argmax(1).cpu()
+            pred = segmenter.probabilities(model, data.x[batch].to(dev), card).argmax(1).cpu()
             truth = data.labels[batch]
             confusion += np.bincount(
                 (truth * segmenter.NUM_CLASSES + pred).ravel().numpy(),
@@ -291,12 +270,18 @@ class RegressorTask(Task):
     def calibrate(self, model, card, data, rows):
         # The Gaussian NLL learns the shape of the errors better than their scale, which
         # comes out conservative for some targets and optimistic for others: one factor per
-        # target puts 68.3 % of the validation truths within 1 sigma.
+        # target puts 68.3 % of the validation truths within 1 sigma. The two coordinates of
+        # the centre, and e1 and e2, trade places when a cutout turns: one factor each pair,
+        # so that a turned cutout's sigmas are its sigmas turned.
         error, sigma, _ = self._errors(
             model, card.model_copy(update={"sigma_scale": []}), data, rows
         )
-        factors = np.quantile(np.abs(error) / sigma, ONE_SIGMA, axis=0)
-        return card.model_copy(update={"sigma_scale": [round(float(f), 4) for f in factors]})
+        z = np.abs(error) / sigma
+        factors = [0.0] * z.shape[1]
+        for group in SYMMETRIC_TARGETS:
+            for j in group:
+                factors[j] = round(float(np.quantile(z[:, group], ONE_SIGMA)), 4)
+        return card.model_copy(update={"sigma_scale": factors})
 
     def evaluate(self, model, card, data, rows):
         error, sigma, truth = self._errors(model, card, data, rows)
@@ -364,6 +349,8 @@ def train(
     rows = rng.permutation(task.rows(data))
     n_val = max(1, round(settings.val_frac * len(rows)))
     val_rows, train_rows = np.sort(rows[:n_val]), rows[n_val:]
+    if settings.epochs == 0:
+        return _recalibrate(task, model, card, data, data_paths, val_rows, test, test_path, out_dir)
     steps_per_epoch = math.ceil(len(train_rows) / settings.batch_size)
     optimiser = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
@@ -429,11 +416,6 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     card = task.calibrate(model, card, data, val_rows)
-    test_metrics: dict[str, Any] = {}
-    if test is not None:
-        test_metrics = task.evaluate(model, card, test, task.rows(test))
-        test_metrics["data"] = test_path.name
-        test_metrics.pop("score")
     card = card.model_copy(
         update={
             "training": {
@@ -452,7 +434,54 @@ def train(
                 "val_metrics": {k: v for k, v in best.items() if k not in ("score", "epoch")},
                 "history": history,
             },
-            "metrics": test_metrics,
+            "metrics": _test_metrics(task, model, card, test, test_path),
         }
     )
     return save_model(model.cpu(), card, out_dir)
+
+
+def _test_metrics(
+    task: Task,
+    model: torch.nn.Module,
+    card: ModelCard,
+    test: SimulatedSet | None,
+    test_path: Path | None,
+) -> dict[str, Any]:
+    if test is None or test_path is None:
+        return {}
+    metrics = task.evaluate(model, card, test, task.rows(test))
+    metrics.pop("score")
+    return {**metrics, "data": test_path.name}
+
+
+def _recalibrate(
+    task: Task,
+    model: torch.nn.Module,
+    card: ModelCard,
+    data: SimulatedSet,
+    data_paths: Sequence[Path],
+    val_rows: np.ndarray,
+    test: SimulatedSet | None,
+    test_path: Path | None,
+    out_dir: Path,
+) -> ModelCard:
+    """``--epochs 0``: the weights as they are, their uncertainties calibrated and their
+    scores taken again on the validation split they were trained with (the same data and
+    seed give the same split), as after a change in how the networks are applied."""
+    if not card.training:
+        raise TrainingDataError("--epochs 0 re-calibrates trained weights: name them with --init")
+    model.eval()
+    card = task.calibrate(model, card, data, val_rows)
+    scores = task.evaluate(model, card, data, val_rows)
+    scores.pop("score")
+    recalibrated = {"data": [p.name for p in data_paths], "n_val": len(val_rows), **scores}
+    return save_model(
+        model.cpu(),
+        card.model_copy(
+            update={
+                "training": {**card.training, "recalibrated": recalibrated},
+                "metrics": _test_metrics(task, model, card, test, test_path),
+            }
+        ),
+        out_dir,
+    )

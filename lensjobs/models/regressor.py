@@ -11,6 +11,7 @@ from __future__ import annotations
 import timm
 import torch
 
+from lensjobs.models.dihedral import ORIENTATIONS, dihedral, dihedral_targets, inverse
 from lensjobs.models.inputs import coordinate_channels, pad
 from lensjobs.models.store import ModelCard
 
@@ -63,12 +64,19 @@ def raw_outputs(
 def predict(
     model: torch.nn.Module, x: torch.Tensor, card: ModelCard
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means and standard deviations ``(N, T)`` in physical units (arcsec for angles), the
+    """Means and standard deviations ``(N, T)`` in physical units (arcsec for angles), each
+    the average over the 8 orientations of the cutout (:mod:`lensjobs.models.dihedral`), the
     deviations calibrated by the card's ``sigma_scale``."""
-    mean, log_var = raw_outputs(model, x, card)
-    centre = torch.tensor(card.target_mean, device=mean.device)
-    scale = torch.tensor(card.target_scale, device=mean.device)
-    sigma = torch.exp(0.5 * log_var) * scale
+    centre = torch.tensor(card.target_mean, device=x.device)
+    scale = torch.tensor(card.target_scale, device=x.device)
+    means, sigmas = [], []
+    for k in ORIENTATIONS:
+        mean, log_var = raw_outputs(model, dihedral(x, k), card)
+        back = inverse(k)
+        means.append(dihedral_targets(mean * scale + centre, back))
+        # Widths only swap between x and y; the signs dihedral_targets gives them mean nothing.
+        sigmas.append(dihedral_targets(torch.exp(0.5 * log_var) * scale, back).abs())
+    sigma = torch.stack(sigmas).mean(0)
     if card.sigma_scale:
-        sigma = sigma * torch.tensor(card.sigma_scale, device=mean.device)
-    return mean * scale + centre, sigma
+        sigma = sigma * torch.tensor(card.sigma_scale, device=x.device)
+    return torch.stack(means).mean(0), sigma

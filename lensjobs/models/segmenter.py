@@ -10,6 +10,7 @@ import segmentation_models_pytorch as smp
 import torch
 
 from lensjobs.labels import NUM_CLASSES
+from lensjobs.models.dihedral import ORIENTATIONS, dihedral, inverse
 from lensjobs.models.inputs import crop, pad
 from lensjobs.models.store import ModelCard
 
@@ -53,3 +54,12 @@ def stride(kwargs: dict) -> int:
 def logits(model: torch.nn.Module, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
     """Class logits ``(N, 4, H, W)`` for normalised, unpadded inputs."""
     return crop(model(pad(x, card.stride)), card.num_pix, card.stride)
+
+
+def probabilities(model: torch.nn.Module, x: torch.Tensor, card: ModelCard) -> torch.Tensor:
+    """Class probabilities ``(N, 4, H, W)``: the softmax averaged over the 8 orientations of
+    the cutout (:mod:`lensjobs.models.dihedral`)."""
+    total = torch.zeros((), device=x.device)
+    for k in ORIENTATIONS:
+        total = total + dihedral(logits(model, dihedral(x, k), card).float().softmax(1), inverse(k))
+    return total / len(ORIENTATIONS)
