@@ -69,9 +69,9 @@ def _environment(python: str, shared: bool) -> str:
 # 20 h), "Long" ones within 20 h; checkpointing restarts the clock (../shared/OSPOOL.md).
 MEDIUM_HOURS = 10
 # Infer: image start-up and reading the catalogue, then the networks' measured CPU rate
-# (BENCHMARKS.md: 238-256 candidates/s on 2 cores); a GPU is faster.
+# (BENCHMARKS.md: 28 candidates/s on 2 cores, 8 orientations each); a GPU is faster.
 INFER_START_S = 120
-INFER_PER_S = 200
+INFER_PER_S = 28
 # A fit job's disk: room to work in, and per candidate its input, outputs (PNGs, chain,
 # tarball: ~3 MB measured with the standard preset) and a checkpoint, twice over.
 FIT_DISK_MB = 100
