@@ -279,8 +279,9 @@ class RegressorTask(Task):
         z = np.abs(error) / sigma
         factors = [0.0] * z.shape[1]
         for group in SYMMETRIC_TARGETS:
+            factor = round(float(np.quantile(z[:, group], ONE_SIGMA)), 4)
             for j in group:
-                factors[j] = round(float(np.quantile(z[:, group], ONE_SIGMA)), 4)
+                factors[j] = factor
         return card.model_copy(update={"sigma_scale": factors})
 
     def evaluate(self, model, card, data, rows):
