@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -139,8 +140,14 @@ def test_zero_epochs_recalibrate_the_weights_as_they_are(
     tiny_weights: Path, sim_file: Path, tmp_path: Path
 ) -> None:
     trained = load_model("regressor", regressor.build, tiny_weights)[1]
+    # The weights with their calibration and scores taken away: --epochs 0 must redo both.
+    stripped = tmp_path / "stripped"
+    stripped.mkdir()
+    shutil.copy(tiny_weights / "regressor.safetensors", stripped)
+    bare = trained.model_copy(update={"sigma_scale": [1.0] * 5, "metrics": {}})
+    (stripped / "regressor.json").write_text(json.dumps(bare.model_dump()))
     settings = TrainSettings(epochs=0, batch_size=8)
-    card = train("regressor", [sim_file], sim_file, tmp_path, settings, init=tiny_weights)
+    card = train("regressor", [sim_file], sim_file, tmp_path, settings, init=stripped)
     assert card.weights_sha256 == trained.weights_sha256
     # The same data and seed: the same validation split, the same calibration.
     assert card.sigma_scale == pytest.approx(trained.sigma_scale, abs=1e-4)
@@ -179,7 +186,7 @@ def test_dihedral_targets_follow_the_image(k: int) -> None:
 
 
 def test_inverse_undoes_each_orientation() -> None:
-    image = torch.arange(12.0).reshape(1, 3, 4)[..., :3]
+    image = torch.arange(9.0).reshape(3, 3)
     moved = {k: dihedral(image, k) for k in ORIENTATIONS}
     assert len({tuple(m.flatten().tolist()) for m in moved.values()}) == 8
     for k in ORIENTATIONS:
