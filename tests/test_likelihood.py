@@ -19,6 +19,7 @@ from lensjobs.fit.model import (
     exposure_times,
     likelihood_data,
     likelihood_mask,
+    other_wings,
     psf_radius,
     start,
     to_kwargs,
@@ -27,6 +28,7 @@ from lensjobs.fit.model import (
 from lensjobs.fit.node import Problem
 from lensjobs.fit.presets import PRESETS
 from lensjobs.frame import pixel_grid
+from lensjobs.labels import BACKGROUND, OTHER
 from lensjobs.simulate import SimulationSettings, simulate_system
 
 # lenstronomy's parameters come first in NAMES, the PSF's (FWHM per band, wing) after them.
@@ -103,6 +105,14 @@ def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int
     return lambda p: sequence.likelihood_class.logL(p[:LENSTRONOMY])
 
 
+def _without_wings(data: likelihood.Data) -> likelihood.Data:
+    return data._replace(
+        others=data.others[:0],
+        others_normal=data.others_normal[:, :0, :0],
+        others_rhs=data.others_rhs[:, :0],
+    )
+
+
 @pytest.mark.parametrize("supersampling", [1, 3])
 def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     """Same model, data, mask and numerics: the same log-likelihood, to 1e-8, at the truth
@@ -116,6 +126,7 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     candidate, truth = _candidate(seed, settings)
     assert likelihood_mask(candidate).min() == 0
     data = likelihood_data(candidate, supersampling, core=0.0)  # lenstronomy's SIE and Sersic
+    data = _without_wings(data)  # lenstronomy has no fixed images of other objects
     rng = np.random.default_rng(1)
     fwhm = truth[FWHM] * rng.uniform(0.9, 1.1, size=3)  # the PSF's FWHM is a parameter too
     reference = _lenstronomy_logl(candidate, fwhm, supersampling)
@@ -274,3 +285,43 @@ def test_log_prior_gradient_and_the_knot_following_the_source() -> None:
     alone[sersic] += 0.5
     assert s.log_prior(together) == pytest.approx(s.log_prior(point))
     assert s.log_prior(alone) < s.log_prior(point) - 1
+
+
+def test_other_objects_wings_sit_on_them() -> None:
+    """The wings' images peak at the flux centroid of the brightest other object, the next
+    slot holds the next object, and slots without an object are zero placeholders."""
+    n, pixscale = 45, 0.263
+    cutout = np.zeros((3, n, n))
+    classes = np.full((n, n), BACKGROUND, dtype=np.uint8)
+    for (row, col), flux in (((10, 30), 5.0), ((35, 8), 1.0)):
+        cutout[:, row - 1 : row + 2, col - 1 : col + 2] = flux
+        classes[row - 2 : row + 3, col - 2 : col + 3] = OTHER
+    fwhm = np.full(3, 1.0)
+    wings = other_wings(Candidate("c", cutout, fwhm, pixscale, 30.0, {}, classes))
+    per_object = len(wings) // 3
+    peaks = [np.unravel_index(np.argmax(w), w.shape) for w in wings[::per_object][:2]]
+    assert peaks == [(10, 30), (35, 8)]
+    assert np.abs(wings[2 * per_object :]).sum() == 0
+    assert np.all(wings[: 2 * per_object].sum(axis=(1, 2)) > 0)
+
+
+def test_wings_fit_light_the_mask_leaves_and_placeholders_change_nothing() -> None:
+    """Beside a system with other objects, the wings take up light past their mask: the
+    truth scores better with them. Without other objects the placeholders change nothing."""
+    settings = SimulationSettings(nonlens_frac=0.0, shear_frac=1.0)
+    seed = next(
+        s
+        for s in range(40)
+        if simulate_system(np.random.SeedSequence(s), settings).truth["N_INTERLOPERS"]
+    )
+    candidate, truth = _candidate(seed, settings)
+    data = likelihood_data(candidate, 3)
+    with_wings = float(likelihood.value(truth, data))
+    assert with_wings > float(likelihood.value(truth, _without_wings(data))) + 10
+
+    candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0, max_interlopers=0))
+    data = likelihood_data(candidate, 3)
+    assert len(data.others) and not np.any(np.asarray(data.others))
+    assert float(likelihood.value(truth, data)) == pytest.approx(
+        float(likelihood.value(truth, _without_wings(data))), rel=1e-12
+    )

@@ -85,6 +85,10 @@ CORE = 0.1
 # Never NaN or +inf: a degenerate point (e.g. a source imaged nowhere) scores like
 # lenstronomy's out-of-bounds penalty.
 FLOOR = -1e18
+# The normal equations' diagonal is raised by this share of itself (and TINY), so that a
+# component imaged nowhere leaves them solvable.
+RIDGE = 1e-12
+TINY = 1e-300
 INDEX = {name: k for k, name in enumerate(NAMES)}
 SERSIC_KEYS = ("R_sersic", "n_sersic", "e1", "e2", "center_x", "center_y")
 GAUSSIAN_KEYS = ("sigma", "center_x", "center_y")
@@ -104,6 +108,9 @@ class Data(NamedTuple):
     shifts: jax.Array  # (2R + 1, n, n) 1 where an offset moves a pixel (edges repeated)
     pixscale: jax.Array  # () arcsec
     core: jax.Array  # () arcsec: the SIE and Sersic profiles are softened inside it
+    others: jax.Array  # (K, n, n) other objects' wings, already seen through the PSF
+    others_normal: jax.Array  # (B, K, K) their block of the normal equations (constant)
+    others_rhs: jax.Array  # (B, K) and of the right-hand side
 
 
 def shift_matrices(n: int, radius: int) -> np.ndarray:
@@ -126,6 +133,7 @@ def make_data(
     pixscale: float,
     supersampling: int,
     core: float | None = None,
+    others: np.ndarray | None = None,
 ) -> Data:
     """A candidate's arrays; ``image`` is (B, n, n) in lenstronomy's frame (frame.py); the
     PSF reaches ``psf_radius`` pixels. ``core`` (arcsec) defaults to CORE of a sub-pixel;
@@ -139,6 +147,15 @@ def make_data(
     exposure = np.asarray(exposure, dtype=float)
     background_var = np.asarray(background_rms, dtype=float) ** 2
     variance = np.maximum(image, 0) / exposure[:, None, None] + background_var[:, None, None]
+    others = np.zeros((0, n, n)) if others is None else np.asarray(others, dtype=float)
+    weight = mask / variance
+    others_normal = np.einsum("kij,bij,lij->bkl", others, weight, others)
+    diagonal = np.diagonal(others_normal, axis1=1, axis2=2)
+    # A zero placeholder gets a 1 on the diagonal, so that its amplitude solves to 0.
+    placeholder = np.abs(others).sum(axis=(1, 2)) == 0
+    others_normal = others_normal + np.eye(len(others)) * (
+        RIDGE * diagonal[:, None] + TINY + placeholder
+    )
     return Data(
         *(
             jnp.asarray(a)
@@ -149,6 +166,9 @@ def make_data(
         jnp.asarray(shift_matrices(n, psf_radius)),
         jnp.asarray(float(pixscale)),
         jnp.asarray(CORE * pixscale / supersampling if core is None else float(core)),
+        jnp.asarray(others),
+        jnp.asarray(others_normal),
+        jnp.asarray(np.einsum("kij,bij,bij->bk", others, weight, image)),
     )
 
 
@@ -275,11 +295,23 @@ def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     weight = data.mask / data.variance  # (B, n, n)
     normal = jnp.einsum("bcij,bij,bdij->bcd", blurred, weight, blurred)
     normal = normal + jnp.eye(units.shape[0]) * (
-        1e-12 * jnp.diagonal(normal, axis1=1, axis2=2)[:, None] + 1e-300
+        RIDGE * jnp.diagonal(normal, axis1=1, axis2=2)[:, None] + TINY
+    )
+    # The other objects' block is constant; only its coupling to the model is computed.
+    coupling = jnp.einsum("bcij,bij,kij->bck", blurred, weight, data.others)
+    normal = jnp.concatenate(
+        [
+            jnp.concatenate([normal, coupling], axis=2),
+            jnp.concatenate([jnp.swapaxes(coupling, 1, 2), data.others_normal], axis=2),
+        ],
+        axis=1,
     )
     rhs = jnp.einsum("bcij,bij,bij->bc", blurred, weight, data.image)
+    rhs = jnp.concatenate([rhs, data.others_rhs], axis=1)
     amplitudes = jnp.linalg.solve(normal, rhs[..., None])[..., 0]
-    return amplitudes[..., None, None] * blurred, amplitudes
+    others = jnp.broadcast_to(data.others, (blurred.shape[0], *data.others.shape))
+    parts = jnp.concatenate([blurred, others], axis=1)
+    return amplitudes[..., None, None] * parts, amplitudes
 
 
 def log_likelihood(p: jax.Array, data: Data) -> jax.Array:

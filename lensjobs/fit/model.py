@@ -148,6 +148,36 @@ def psf_radius(candidate: Candidate) -> int:
     return PSF_RADIUS_STEP * math.ceil(needed / PSF_RADIUS_STEP)
 
 
+OTHER_MAX = 3
+OTHER_WIDTHS = (0.5, 1.0, 2.0)  # arcsec
+
+
+def other_wings(candidate: Candidate) -> np.ndarray:
+    """Unit images (OTHER_MAX * len(OTHER_WIDTHS), n, n): round Gaussians at the flux
+    centroids of the brightest other objects, seen through the catalogue's PSF."""
+    n = candidate.num_pix
+    out = np.zeros((OTHER_MAX * len(OTHER_WIDTHS), n, n))
+    labels, count = ndimage.label(candidate.classes == OTHER)
+    if count == 0:
+        return out
+    flux = np.clip(candidate.cutout.sum(axis=0), 0, None)
+    totals = ndimage.sum(flux, labels, np.arange(1, count + 1))
+    order = np.argsort(totals)[::-1][:OTHER_MAX]
+    coords = (np.arange(n) - (n - 1) / 2) * candidate.pixscale
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    psf = candidate.fwhm.mean() / likelihood.FWHM_PER_SIGMA
+    for slot, k in enumerate(order):
+        rows, cols = np.nonzero(labels == k + 1)
+        w = flux[rows, cols] + 1e-12
+        cy = np.sum(coords[rows] * w) / w.sum()
+        cx = np.sum(coords[cols] * w) / w.sum()
+        for j, width in enumerate(OTHER_WIDTHS):
+            s2 = width**2 + psf**2
+            g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s2)) / (2 * np.pi * s2)
+            out[slot * len(OTHER_WIDTHS) + j] = g * candidate.pixscale**2
+    return out
+
+
 def likelihood_data(candidate: Candidate, supersampling: int, core: float | None = None) -> Data:
     """The likelihood's arrays of a candidate; ``core`` as in likelihood.make_data."""
     return likelihood.make_data(
@@ -159,6 +189,7 @@ def likelihood_data(candidate: Candidate, supersampling: int, core: float | None
         candidate.pixscale,
         supersampling,
         core,
+        other_wings(candidate),
     )
 
 
