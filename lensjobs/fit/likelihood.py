@@ -8,11 +8,13 @@ every band) whose FWHM is a parameter too (with no wing, lenstronomy's ``GAUSSIA
 the image is averaged over sub-pixels, then filtered with each Gaussian out to ``radius``
 pixels, edges repeated), and the linear amplitudes of light, source and knot solved per
 band by weighted least squares (lenstronomy's ``multi-linear``), under a binary
-likelihood mask. Every formula follows lenstronomy 1.14 (``NIE`` with s_scale 1e-10,
-``SersicElliptic``, ``Gaussian``, ``SHEAR``, ``covariance_matrix``, ``get_param_WLS``);
-tests/test_likelihood.py holds the two to the same log-likelihood. Parameters are a flat
-vector (:data:`NAMES`): lenstronomy's ``Param`` order and names, then the PSF FWHM per band
-and the PSF's wing share.
+likelihood mask. Beside them, fixed images of other objects' wings (``Data.others``:
+light past the mask that the model must not take up) get linear amplitudes of their own;
+with none, the likelihood is lenstronomy's. Every formula follows lenstronomy 1.14
+(``NIE`` with s_scale 1e-10, ``SersicElliptic``, ``Gaussian``, ``SHEAR``,
+``covariance_matrix``, ``get_param_WLS``); tests/test_likelihood.py holds the two to the
+same log-likelihood. Parameters are a flat vector (:data:`NAMES`): lenstronomy's ``Param``
+order and names, then the PSF FWHM per band and the PSF's wing share.
 
 lenstronomy evaluates one parameter vector at a time in NumPy; here the data are
 arguments of one compiled function (no recompilation per candidate of the same shape),
@@ -278,14 +280,15 @@ def blur_matrices(fwhm: jax.Array, wing: jax.Array, data: Data) -> jax.Array:
 
 
 def band_models(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
-    """The model image per band (B, n, n) and its linear amplitudes (B, 3)."""
+    """The model image per band (B, n, n) and its linear amplitudes (B, 3 + K)."""
     parts, amplitudes = band_components(p, data)
     return parts.sum(axis=1), amplitudes
 
 
 def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
-    """Each band's model as its components (unit_images: B, 3, n, n), and their linear
-    amplitudes (B, 3), solved by weighted least squares."""
+    """Each band's model as its components (B, 3 + K, n, n: unit_images, then the K
+    other objects' wings), and their linear amplitudes (B, 3 + K), solved by weighted least
+    squares."""
     units = unit_images(p, data)
     fwhm = jnp.stack([p[INDEX[f"fwhm_{b}"]] for b in "gri"])
     wing = p[INDEX["psf_wing"]]

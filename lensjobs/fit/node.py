@@ -283,7 +283,7 @@ def overview(problem: Problem, best: np.ndarray, quality: dict[str, Any], path: 
         x, y, data.core, *likelihood.sersic_parameters(best, "source_light0")
     )
     knot = likelihood.gaussian(x, y, *likelihood.gaussian_parameters(best, "source_light1"))
-    # Components 1 and 2 of the fit's linear amplitudes (B, 3) are the source's.
+    # Components 1 and 2 of the fit's linear amplitudes (B, 3 + K) are the source's.
     amplitudes = quality["amplitudes"][:, 1:, None, None]
     source = np.asarray(amplitudes[:, 0] * sersic + amplitudes[:, 1] * knot) * data.pixscale**2
     return outputs.overview_png(
