@@ -150,8 +150,9 @@ def psf_radius(candidate: Candidate) -> int:
 
 
 # Other objects are masked out to the PSF's FWHM, but a bright galaxy's light reaches
-# further, and on model-breaking simulations 24 of 28 fits off by more than 20 % in theta_E
-# had interlopers: the arcs grew or shrank to take up their light. Round Gaussians of these
+# further: on model-breaking simulations 24 of 28 fits off by more than 20 % in theta_E had
+# interlopers (two thirds of all lenses have), the arcs grown or shrunk to take up their
+# light; with these wings, 22 of 394 fits against 28 (BENCHMARKS.md). Round Gaussians of these
 # widths at each of the brightest OTHER_MAX objects take it up instead. They are fixed images
 # (linear amplitudes only, no parameter to optimise), and always OTHER_MAX slots of them,
 # zero where there is no object, so that one compiled likelihood serves every candidate.
