@@ -105,6 +105,14 @@ def _lenstronomy_logl(candidate: Candidate, fwhm: np.ndarray, supersampling: int
     return lambda p: sequence.likelihood_class.logL(p[:LENSTRONOMY])
 
 
+def _seed_with_interlopers(settings: SimulationSettings) -> int:
+    return next(
+        s
+        for s in range(40)
+        if simulate_system(np.random.SeedSequence(s), settings).truth["N_INTERLOPERS"]
+    )
+
+
 def _without_wings(data: likelihood.Data) -> likelihood.Data:
     return data._replace(
         others=data.others[:0],
@@ -118,11 +126,7 @@ def test_jax_likelihood_is_lenstronomys(supersampling: int) -> None:
     """Same model, data, mask and numerics: the same log-likelihood, to 1e-8, at the truth
     and around it (a system with interlopers, so the mask is not empty)."""
     settings = SimulationSettings(nonlens_frac=0.0, shear_frac=1.0)
-    seed = next(
-        s
-        for s in range(40)
-        if simulate_system(np.random.SeedSequence(s), settings).truth["N_INTERLOPERS"]
-    )
+    seed = _seed_with_interlopers(settings)
     candidate, truth = _candidate(seed, settings)
     assert likelihood_mask(candidate).min() == 0
     data = likelihood_data(candidate, supersampling, core=0.0)  # lenstronomy's SIE and Sersic
@@ -309,11 +313,7 @@ def test_wings_fit_light_the_mask_leaves_and_placeholders_change_nothing() -> No
     """Beside a system with other objects, the wings take up light past their mask: the
     truth scores better with them. Without other objects the placeholders change nothing."""
     settings = SimulationSettings(nonlens_frac=0.0, shear_frac=1.0)
-    seed = next(
-        s
-        for s in range(40)
-        if simulate_system(np.random.SeedSequence(s), settings).truth["N_INTERLOPERS"]
-    )
+    seed = _seed_with_interlopers(settings)
     candidate, truth = _candidate(seed, settings)
     data = likelihood_data(candidate, 3)
     with_wings = float(likelihood.value(truth, data))
