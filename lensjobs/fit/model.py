@@ -165,25 +165,22 @@ def other_wings(candidate: Candidate) -> np.ndarray:
     OTHER_WIDTHS at the flux centroids of the OTHER_MAX brightest other objects (connected
     class-2 regions), seen through a Gaussian PSF of the catalogue's mean FWHM; zero
     where there are fewer objects."""
-    n = candidate.num_pix
-    out = np.zeros((OTHER_MAX * len(OTHER_WIDTHS), n, n))
+    n, pixscale = candidate.num_pix, candidate.pixscale
+    out = np.zeros((OTHER_MAX, len(OTHER_WIDTHS), n, n))
     labels, count = ndimage.label(candidate.classes == OTHER)
     flux = np.clip(candidate.cutout.sum(axis=0), 0, None)
-    totals = ndimage.sum(flux, labels, np.arange(1, count + 1))
+    totals = ndimage.sum_labels(flux, labels, np.arange(1, count + 1))
     brightest = np.argsort(totals)[::-1][:OTHER_MAX] + 1
-    coords = (np.arange(n) - (n - 1) / 2) * candidate.pixscale  # the likelihood's frame
-    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    x, y = pixel_to_angle(*np.meshgrid(np.arange(n), np.arange(n)), n, pixscale)
     psf = candidate.fwhm.mean() / likelihood.FWHM_PER_SIGMA
     for slot, label in enumerate(brightest):
-        rows, cols = np.nonzero(labels == label)
-        weights = flux[rows, cols] + 1e-12  # an object of no positive flux: its middle
-        cy = np.sum(coords[rows] * weights) / weights.sum()
-        cx = np.sum(coords[cols] * weights) / weights.sum()
+        inside = labels == label
+        weights = flux[inside] + 1e-12  # an object of no positive flux: its middle
+        cx, cy = (np.sum(c[inside] * weights) / weights.sum() for c in (x, y))
         for j, width in enumerate(OTHER_WIDTHS):
-            s2 = width**2 + psf**2
-            g = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * s2)) / (2 * np.pi * s2)
-            out[slot * len(OTHER_WIDTHS) + j] = g * candidate.pixscale**2
-    return out
+            sigma = math.hypot(width, psf)  # a Gaussian seen through a Gaussian PSF
+            out[slot, j] = likelihood.gaussian(x, y, sigma, cx, cy) * pixscale**2
+    return out.reshape(-1, n, n)
 
 
 def likelihood_data(candidate: Candidate, supersampling: int, core: float | None = None) -> Data:
