@@ -103,7 +103,7 @@ class Data(NamedTuple):
     y: jax.Array
     image: jax.Array  # (B, n, n) data
     mask: jax.Array  # (n, n) 1 where pixels count
-    variance: jax.Array  # (B, n, n) lenstronomy's C_D of the data
+    weight: jax.Array  # (B, n, n) mask / lenstronomy's C_D of the data: least squares' weights
     background_var: jax.Array  # (B,) background rms squared
     exposure: jax.Array  # (B,) exposure time, for the Poisson term of the model's variance
     offsets: jax.Array  # (2R + 1,) the PSF's pixel offsets, -R..R
@@ -150,7 +150,7 @@ def make_data(
     background_var = np.asarray(background_rms, dtype=float) ** 2
     variance = np.maximum(image, 0) / exposure[:, None, None] + background_var[:, None, None]
     others = np.zeros((0, n, n)) if others is None else np.asarray(others, dtype=float)
-    weight = mask / variance
+    weight = np.asarray(mask, dtype=float) / variance
     others_normal = np.einsum("kij,bij,lij->bkl", others, weight, others)
     diagonal = np.diagonal(others_normal, axis1=1, axis2=2)
     # A zero placeholder gets a 1 on the diagonal, so that its amplitude solves to 0.
@@ -161,7 +161,7 @@ def make_data(
     return Data(
         *(
             jnp.asarray(a)
-            for a in (x, y, image, np.asarray(mask, dtype=float), variance, background_var)
+            for a in (x, y, image, np.asarray(mask, dtype=float), weight, background_var)
         ),
         jnp.asarray(exposure),
         jnp.arange(-psf_radius, psf_radius + 1, dtype=float),
@@ -295,7 +295,7 @@ def band_components(p: jax.Array, data: Data) -> tuple[jax.Array, jax.Array]:
     blur = blur_matrices(fwhm, wing, data)
     shares = jnp.stack([1 - wing, wing])
     blurred = jnp.einsum("s,sbij,cjk,sblk->bcil", shares, blur, units, blur)
-    weight = data.mask / data.variance  # (B, n, n)
+    weight = data.weight
     normal = jnp.einsum("bcij,bij,bdij->bcd", blurred, weight, blurred)
     normal = normal + jnp.eye(units.shape[0]) * (
         RIDGE * jnp.diagonal(normal, axis1=1, axis2=2)[:, None] + TINY
