@@ -14,6 +14,7 @@ from lensjobs.fit.inputs import Candidate
 from lensjobs.fit.model import (
     FWHM_RANGE,
     KWARGS_MODEL,
+    OTHER_WIDTHS,
     PSF_TRUNCATION,
     background_rms,
     exposure_times,
@@ -302,7 +303,7 @@ def test_other_objects_wings_sit_on_them() -> None:
         classes[row - 2 : row + 3, col - 2 : col + 3] = OTHER
     fwhm = np.full(3, 1.0)
     wings = other_wings(Candidate("c", cutout, fwhm, pixscale, 30.0, {}, classes))
-    per_object = len(wings) // 3
+    per_object = len(OTHER_WIDTHS)
     peaks = [np.unravel_index(np.argmax(w), w.shape) for w in wings[::per_object][:2]]
     assert peaks == [(10, 30), (35, 8)]
     assert np.abs(wings[2 * per_object :]).sum() == 0
@@ -318,6 +319,19 @@ def test_wings_fit_light_the_mask_leaves_and_placeholders_change_nothing() -> No
     data = likelihood_data(candidate, 3)
     with_wings = float(likelihood.value(truth, data))
     assert with_wings > float(likelihood.value(truth, _without_wings(data))) + 10
+    # The amplitudes are the joint weighted least squares of the model's components and the
+    # wings (the wings' block is precomputed and coupled to the rest): what the model leaves
+    # is orthogonal to every wing, and a placeholder's amplitude is 0.
+    parts, amplitudes = (np.asarray(a) for a in likelihood.components(truth, data))
+    weight, others = np.asarray(data.weight), np.asarray(data.others)
+    used = np.abs(others).sum(axis=(1, 2)) > 0
+    assert used.any() and not used.all()
+    for b in range(3):
+        left = np.asarray(data.image[b]) - parts[b].sum(axis=0)
+        norms = np.sqrt(np.einsum("kij,ij,kij->k", others, weight[b], others)[used])
+        overlap = np.einsum("kij,ij,ij->k", others[used], weight[b], left)
+        assert np.all(np.abs(overlap) <= 1e-8 * norms * np.sqrt(np.sum(weight[b] * left**2)))
+        assert np.all(amplitudes[b, 3:][~used] == 0)
 
     candidate, truth = _candidate(3, SimulationSettings(nonlens_frac=0.0, max_interlopers=0))
     data = likelihood_data(candidate, 3)
